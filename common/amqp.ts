@@ -1,0 +1,313 @@
+/**
+ * The one place that talks AMQP: connect (with bounded retries at start, unbounded reconnection
+ * after), declare the topology, publish with confirms and `mandatory`, consume with manual ack.
+ * After a reconnect it declares the topology again, opens fresh channels and resumes consuming.
+ */
+import { EventEmitter, once } from 'node:events';
+import amqp, {
+  type Channel,
+  type ConfirmChannel,
+  type ConsumeMessage,
+  type Options,
+  type RecoveringChannelModel,
+} from 'amqplib';
+import { type Config, redactUrl } from './config.ts';
+import type { RoutingKey } from './events.ts';
+import type { Logger } from './logger.ts';
+
+/** Names of everything a service declares, all derived from the exchange and the service name. */
+export interface QueueNames {
+  exchange: string;
+  queue: string;
+  /** Where messages that cannot be handled are parked, with their reason in headers. */
+  deadLetterExchange: string;
+  deadLetterQueue: string;
+  /** Delay queues: a message waits there for its TTL, then dead-letters back to the work queue. */
+  retryQueue: (tier: number) => string;
+}
+
+export function queueNames(exchange: string, service: string): QueueNames {
+  const queue = `${exchange}.${service}`;
+  return {
+    exchange,
+    queue,
+    deadLetterExchange: `${exchange}.dead-letter`,
+    deadLetterQueue: `${queue}.dead-letter`,
+    retryQueue: (tier) => `${queue}.retry.${tier}`,
+  };
+}
+
+export interface Topology {
+  names: QueueNames;
+  bindings: readonly RoutingKey[];
+  /** Delay of each retry tier, in ms; tier i holds a message for about delays[i]. */
+  retryDelaysMs: readonly number[];
+}
+
+export interface OutgoingMessage {
+  exchange: string;
+  routingKey: string;
+  content: Buffer;
+  options: Options.Publish;
+}
+
+export type MessageListener = (message: ConsumeMessage, channel: Channel) => void;
+
+export class BrokerUnreachableError extends Error {
+  override name = 'BrokerUnreachableError';
+}
+
+/** A publish the broker could not route to any queue (mandatory flag): an error, never silence. */
+export class UnroutableError extends Error {
+  override name = 'UnroutableError';
+}
+
+export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
+  private connection?: RecoveringChannelModel;
+  /** The live connection underneath the recovering one, set by each setup. */
+  private model?: amqp.ChannelModel;
+  private publisher?: ConfirmChannel;
+  private consumer?: Channel;
+  private consumerTag?: string;
+  private listener?: MessageListener;
+  private readonly returned = new Set<string>();
+  private fatal?: Error;
+  private closing = false;
+  ready = false;
+
+  constructor(
+    private readonly config: Config,
+    private readonly topology: Topology,
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  get names(): QueueNames {
+    return this.topology.names;
+  }
+
+  /**
+   * Connects, retrying an unreachable broker for BROKER_CONNECT_TIMEOUT_MS; then throws a
+   * BrokerUnreachableError naming the URL. Once connected, reconnection never gives up.
+   */
+  async connect(): Promise<void> {
+    const url = redactUrl(this.config.amqpUrl);
+    let lastError: Error | undefined;
+    const connection = await amqp.connect(this.config.amqpUrl, {
+      clientProperties: { connection_name: this.config.service },
+      recovery: {
+        waitForConnect: false,
+        maxRetries: Number.POSITIVE_INFINITY,
+        calculateDelay: (attempt) => {
+          const base = Math.min(5000, 200 * 2 ** Math.min(attempt - 1, 10));
+          return base / 2 + Math.random() * (base / 2);
+        },
+        setup: (model: amqp.ChannelModel) => this.setup(model),
+      },
+    });
+    this.connection = connection;
+    connection.on('connect-failed', (error) => {
+      lastError = error;
+      this.log.warn({ err: error.message, url }, 'broker connection failed, retrying');
+    });
+    connection.on('disconnect', (error) => {
+      this.markLost(error);
+    });
+    connection.on('connect', () => {
+      this.ready = true;
+      this.log.info({ url }, 'broker connected, topology declared');
+      this.emit('ready');
+    });
+    connection.on('error', (error) => this.log.warn({ err: error.message }, 'broker connection error'));
+    connection.on('handler-error', (error) => this.log.error({ err: error }, 'error in a broker event handler'));
+
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const cause = this.fatal ?? lastError;
+        reject(
+          new BrokerUnreachableError(
+            this.fatal
+              ? `RabbitMQ at ${url} refused the topology: ${this.fatal.message}`
+              : `RabbitMQ is unreachable at ${url} after ${this.config.brokerConnectTimeoutMs} ms` +
+                  `${cause ? ` (${cause.message})` : ''}. Start one (Debian: \`rabbitmq-server -detached\`; ` +
+                  'Docker: `docker run -d -p 5672:5672 -p 15672:15672 rabbitmq:3-management`) or set AMQP_URL.',
+          ),
+        );
+      }, this.config.brokerConnectTimeoutMs);
+    });
+    try {
+      await Promise.race([connection.waitForConnect(), timeout]);
+    } catch (error) {
+      await connection.close().catch(() => {});
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Runs after every successful (re)connect: topology, channels, consumer. */
+  private async setup(model: amqp.ChannelModel): Promise<void> {
+    this.model = model;
+    const declare = await model.createChannel();
+    try {
+      await this.declare(declare);
+    } catch (error) {
+      // 406 PRECONDITION_FAILED: a queue exists with other arguments. Retrying cannot fix it.
+      if ((error as { code?: number }).code === 406) {
+        this.fatal = error as Error;
+        setImmediate(() => this.connection?.close().catch(() => {}));
+      }
+      throw error;
+    }
+    await declare.close();
+
+    const publisher = await model.createConfirmChannel();
+    publisher.on('return', (message) => {
+      const id = message.properties.messageId;
+      if (id) this.returned.add(id);
+    });
+    this.watchChannel(publisher, 'publisher');
+    this.publisher = publisher;
+
+    if (this.listener) await this.openConsumer(model);
+  }
+
+  private async declare(channel: Channel): Promise<void> {
+    const { names, bindings, retryDelaysMs } = this.topology;
+    const { queueType, deliveryLimit } = this.config;
+    await channel.assertExchange(names.exchange, 'topic', { durable: true });
+    await channel.assertExchange(names.deadLetterExchange, 'direct', { durable: true });
+
+    const quorum: Record<string, unknown> =
+      queueType === 'quorum'
+        ? {
+            'x-queue-type': 'quorum',
+            'x-delivery-limit': deliveryLimit,
+            // The broker keeps a message until the dead-letter queue confirms it has it.
+            'x-dead-letter-strategy': 'at-least-once',
+            'x-overflow': 'reject-publish',
+          }
+        : { 'x-queue-type': 'classic' };
+    await channel.assertQueue(names.queue, {
+      durable: true,
+      arguments: {
+        ...quorum,
+        'x-dead-letter-exchange': names.deadLetterExchange,
+        'x-dead-letter-routing-key': names.queue,
+      },
+    });
+    for (const key of bindings) await channel.bindQueue(names.queue, names.exchange, key);
+
+    await channel.assertQueue(names.deadLetterQueue, {
+      durable: true,
+      arguments: { 'x-queue-type': queueType },
+    });
+    await channel.bindQueue(names.deadLetterQueue, names.deadLetterExchange, names.queue);
+
+    for (const [tier, delay] of retryDelaysMs.entries()) {
+      await channel.assertQueue(names.retryQueue(tier), {
+        durable: true,
+        arguments: {
+          'x-queue-type': 'classic',
+          'x-message-ttl': Math.round(delay * 1.25),
+          'x-dead-letter-exchange': '',
+          'x-dead-letter-routing-key': names.queue,
+        },
+      });
+    }
+  }
+
+  /** A channel the broker closes (a protocol error) while the connection lives: reconnect everything. */
+  private watchChannel(channel: Channel, role: string): void {
+    channel.on('error', (error) => this.log.warn({ err: error.message, role }, 'channel error'));
+    channel.on('close', () => {
+      if (this.closing) return;
+      if (role === 'publisher' && this.publisher === channel) this.publisher = undefined;
+      if (role === 'consumer' && this.consumer === channel) this.consumer = undefined;
+      this.markLost(new Error(`${role} channel closed`));
+      this.forceReconnect();
+    });
+  }
+
+  private markLost(error: Error): void {
+    if (!this.ready) return;
+    this.ready = false;
+    this.publisher = undefined;
+    this.consumer = undefined;
+    this.log.warn({ err: error.message }, 'broker connection lost, reconnecting');
+    this.emit('lost', error);
+  }
+
+  private forceReconnect(): void {
+    // Closing the underlying connection makes the recovering one start over.
+    this.model?.close().catch(() => {});
+  }
+
+  private async openConsumer(model: amqp.ChannelModel): Promise<void> {
+    const listener = this.listener;
+    if (!listener) return;
+    const channel = await model.createChannel();
+    this.watchChannel(channel, 'consumer');
+    await channel.prefetch(this.config.prefetch);
+    const { consumerTag } = await channel.consume(
+      this.topology.names.queue,
+      (message) => {
+        if (message) listener(message, channel);
+        else this.forceReconnect(); // the broker cancelled us (queue deleted): declare again
+      },
+      { noAck: false },
+    );
+    this.consumer = channel;
+    this.consumerTag = consumerTag;
+  }
+
+  /** Starts consuming the service's queue; after a reconnect the consumer is opened again. */
+  async consume(listener: MessageListener): Promise<void> {
+    this.listener = listener;
+    if (this.model && this.ready && !this.consumer) await this.openConsumer(this.model);
+  }
+
+  /** Stops deliveries; messages already delivered can still be acked. */
+  async stopConsuming(): Promise<void> {
+    this.listener = undefined;
+    const { consumer, consumerTag } = this;
+    if (consumer && consumerTag) await consumer.cancel(consumerTag).catch(() => {});
+  }
+
+  /**
+   * Publishes each message and resolves when the broker has confirmed all of them. Rejects if the
+   * broker is not connected, nacks one, or returns one as unroutable.
+   */
+  async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+    const channel = this.publisher;
+    if (!channel || !this.ready) throw new Error('broker not connected');
+    const confirms: Promise<void>[] = [];
+    for (const message of messages) {
+      const options = { ...message.options, mandatory: true };
+      let written = true;
+      confirms.push(
+        new Promise((resolve, reject) => {
+          written = channel.publish(message.exchange, message.routingKey, message.content, options, (error) => {
+            const id = options.messageId;
+            if (error) reject(new Error(`broker nacked ${message.routingKey} ${id ?? ''}`));
+            else if (id && this.returned.delete(id))
+              reject(new UnroutableError(`no queue is bound to ${message.exchange}/${message.routingKey} (${id})`));
+            else resolve();
+          });
+        }),
+      );
+      if (!written) await once(channel, 'drain');
+    }
+    const results = await Promise.allSettled(confirms);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    this.ready = false;
+    await this.connection?.close().catch(() => {});
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * Configuration: the only reader of `process.env`. Every key, its default and its meaning is
+ * listed in CONFIG_KEYS (the README's table is checked against it). Invalid values stop the
+ * service at start with a message naming each one.
+ */
+import { resolve } from 'node:path';
+import type { ServiceName } from './events.ts';
+
+type Kind = 'string' | 'url' | 'port' | 'int' | 'bool' | 'list' | 'enum';
+interface KeySpec {
+  kind: Kind;
+  default: string;
+  doc: string;
+  values?: readonly string[];
+}
+
+export const CONFIG_KEYS = {
+  AMQP_URL: { kind: 'url', default: 'amqp://guest:guest@127.0.0.1:5672', doc: 'RabbitMQ connection URL (vhost in the path).' },
+  SAGA_EXCHANGE: {
+    kind: 'string',
+    default: 'saga',
+    doc: 'The one durable topic exchange. Queue names derive from it (`<exchange>.<service>`), so another name gives an isolated copy of the topology.',
+  },
+  QUEUE_TYPE: { kind: 'enum', default: 'quorum', values: ['quorum', 'classic'], doc: 'Type of the work queues.' },
+  DELIVERY_LIMIT: { kind: 'int', default: '20', doc: 'x-delivery-limit of quorum queues: deliveries before the broker dead-letters a message.' },
+  RETRY_ATTEMPTS: {
+    kind: 'int',
+    default: '5',
+    doc: 'Attempts at a message whose handler throws, before it is parked in the dead-letter queue.',
+  },
+  RETRY_BASE_DELAY_MS: {
+    kind: 'int',
+    default: '250',
+    doc: 'Delay before the first retry; each next one doubles (with ±25% jitter).',
+  },
+  INBOX_RETENTION_HOURS: {
+    kind: 'int',
+    default: '168',
+    doc: 'How long handled message ids (inbox) and published outbox rows are kept for deduplication and audit.',
+  },
+  PREFETCH: { kind: 'int', default: '64', doc: 'Unacknowledged messages a consumer holds at once.' },
+  DATA_DIR: { kind: 'string', default: './data', doc: 'Directory of the SQLite databases, one file per service.' },
+  HTTP_HOST: { kind: 'string', default: '127.0.0.1', doc: 'Address the HTTP servers listen on (0.0.0.0 to expose them).' },
+  ORDER_CREATION_PORT: { kind: 'port', default: '3000', doc: 'HTTP port of order-creation (the public order API).' },
+  INVENTORY_PORT: { kind: 'port', default: '3001', doc: 'HTTP port of inventory.' },
+  REPLENISHMENT_PORT: { kind: 'port', default: '3002', doc: 'HTTP port of replenishment.' },
+  SHIPMENT_PORT: { kind: 'port', default: '3003', doc: 'HTTP port of shipment.' },
+  LOG_LEVEL: {
+    kind: 'enum',
+    default: 'info',
+    values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    doc: 'pino log level.',
+  },
+  BODY_LIMIT_BYTES: { kind: 'int', default: '65536', doc: 'Largest accepted HTTP request body.' },
+  BROKER_CONNECT_TIMEOUT_MS: {
+    kind: 'int',
+    default: '30000',
+    doc: 'How long a service retries an unreachable broker at start before it exits non-zero.',
+  },
+  SHUTDOWN_TIMEOUT_MS: { kind: 'int', default: '8000', doc: 'Bound on the graceful drain at SIGTERM/SIGINT.' },
+  FAULT_INJECTION: {
+    kind: 'bool',
+    default: 'true',
+    doc: 'Honour the X-Fail-At header. Defaults to false when NODE_ENV=production.',
+  },
+  SAGA_DEADLINE_MS: { kind: 'int', default: '30000', doc: 'An order not terminal by then is cancelled with DEADLINE_EXCEEDED.' },
+  SUPPLIER_DELAY_MS: { kind: 'int', default: '300', doc: 'How long the simulated supplier takes to deliver a replenishment.' },
+  SUPPORTED_COUNTRIES: {
+    kind: 'list',
+    default: 'AT,BE,CH,DE,DK,ES,FI,FR,GB,IE,IT,NL,NO,PL,PT,SE,US,CA',
+    doc: 'Destination countries shipment serves; any other makes the shipment fail.',
+  },
+} as const satisfies Record<string, KeySpec>;
+
+export type ConfigKey = keyof typeof CONFIG_KEYS;
+
+export interface Config {
+  service: ServiceName;
+  amqpUrl: string;
+  exchange: string;
+  queueType: 'quorum' | 'classic';
+  deliveryLimit: number;
+  prefetch: number;
+  retryAttempts: number;
+  retryBaseDelayMs: number;
+  inboxRetentionMs: number;
+  dataDir: string;
+  httpHost: string;
+  ports: Record<ServiceName, number>;
+  port: number;
+  logLevel: string;
+  bodyLimitBytes: number;
+  brokerConnectTimeoutMs: number;
+  shutdownTimeoutMs: number;
+  faultInjection: boolean;
+  sagaDeadlineMs: number;
+  supplierDelayMs: number;
+  supportedCountries: string[];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads and validates the configuration of one service; throws ConfigError listing every bad key. */
+export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  const raw = (key: ConfigKey): string => {
+    const spec: KeySpec = CONFIG_KEYS[key];
+    if (key === 'FAULT_INJECTION' && env[key] === undefined && env.NODE_ENV === 'production') return 'false';
+    return (env[key] ?? spec.default).trim();
+  };
+  const int = (key: ConfigKey, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const value = raw(key);
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) problems.push(`${key}="${value}" must be an integer from ${min} to ${max}`);
+    return n;
+  };
+  const oneOf = <T extends string>(key: ConfigKey, values: readonly T[]): T => {
+    const value = raw(key);
+    if (!values.includes(value as T)) problems.push(`${key}="${value}" must be one of ${values.join(', ')}`);
+    return value as T;
+  };
+  const bool = (key: ConfigKey): boolean => {
+    const value = raw(key).toLowerCase();
+    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(value)) problems.push(`${key}="${value}" must be true or false`);
+    return ['true', '1', 'yes'].includes(value);
+  };
+  const amqpUrl = raw('AMQP_URL');
+  if (!/^amqps?:\/\/[^\s]+$/.test(amqpUrl)) problems.push(`AMQP_URL="${amqpUrl}" must be an amqp:// or amqps:// URL`);
+  const exchange = raw('SAGA_EXCHANGE');
+  if (!/^[\w.-]{1,200}$/.test(exchange)) problems.push(`SAGA_EXCHANGE="${exchange}" must be letters, digits, '.', '-' or '_'`);
+  const supportedCountries = raw('SUPPORTED_COUNTRIES')
+    .split(',')
+    .map((c) => c.trim().toUpperCase())
+    .filter(Boolean);
+  for (const country of supportedCountries) {
+    if (!/^[A-Z]{2}$/.test(country)) problems.push(`SUPPORTED_COUNTRIES has "${country}", not an ISO 3166 alpha-2 code`);
+  }
+  const ports: Record<ServiceName, number> = {
+    'order-creation': int('ORDER_CREATION_PORT', 0, 65535),
+    inventory: int('INVENTORY_PORT', 0, 65535),
+    replenishment: int('REPLENISHMENT_PORT', 0, 65535),
+    shipment: int('SHIPMENT_PORT', 0, 65535),
+  };
+  const config: Config = {
+    service,
+    amqpUrl,
+    exchange,
+    queueType: oneOf('QUEUE_TYPE', ['quorum', 'classic'] as const),
+    deliveryLimit: int('DELIVERY_LIMIT', 1, 1000),
+    prefetch: int('PREFETCH', 1, 10000),
+    retryAttempts: int('RETRY_ATTEMPTS', 1, 20),
+    retryBaseDelayMs: int('RETRY_BASE_DELAY_MS', 1, 600_000),
+    inboxRetentionMs: int('INBOX_RETENTION_HOURS', 1, 24 * 365) * 3_600_000,
+    dataDir: resolve(raw('DATA_DIR')),
+    httpHost: raw('HTTP_HOST'),
+    ports,
+    port: ports[service],
+    logLevel: oneOf('LOG_LEVEL', CONFIG_KEYS.LOG_LEVEL.values),
+    bodyLimitBytes: int('BODY_LIMIT_BYTES', 256, 100 * 1024 * 1024),
+    brokerConnectTimeoutMs: int('BROKER_CONNECT_TIMEOUT_MS', 0, 3_600_000),
+    shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 100, 600_000),
+    faultInjection: bool('FAULT_INJECTION'),
+    sagaDeadlineMs: int('SAGA_DEADLINE_MS', 100, 86_400_000),
+    supplierDelayMs: int('SUPPLIER_DELAY_MS', 0, 3_600_000),
+    supportedCountries,
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/** The URL with its password hidden, for messages and logs. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:/@]+):([^@]*)@/, '//$1:***@');
+}

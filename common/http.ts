@@ -1,0 +1,281 @@
+/**
+ * The HTTP server factory every service uses: restify, routes validated against the OpenAPI
+ * document (params, headers, body; unknown body fields rejected), errors as RFC 9457
+ * problem+json, health routes, Swagger UI and the document itself.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import restify, { type Request, type Response } from 'restify';
+import swaggerUi from 'swagger-ui-dist';
+import type { Config } from './config.ts';
+import { contracts, type FieldError, type Validator } from './contracts.ts';
+import { AppError, ValidationError } from './errors.ts';
+import type { ServiceName } from './events.ts';
+import type { Logger } from './logger.ts';
+
+export type Method = 'get' | 'post';
+
+/** A request after validation: params and query coerced to the document's types. */
+export interface ValidRequest {
+  params: Record<string, unknown>;
+  query: Record<string, unknown>;
+  headers: Record<string, string | undefined>;
+  body: unknown;
+  raw: Request;
+}
+
+export interface Reply {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+export type RouteHandler = (request: ValidRequest) => Promise<Reply> | Reply;
+
+interface Operation {
+  operationId?: string;
+  parameters?: { name: string; in: 'path' | 'query' | 'header'; required?: boolean; schema: object }[];
+  requestBody?: { required?: boolean; content: Record<string, { schema: object }> };
+}
+
+export const PROBLEM_JSON = 'application/problem+json';
+
+function problemBody(error: AppError, instance?: string): string {
+  return JSON.stringify(error.toProblem(instance));
+}
+
+/** Reads the body as JSON, enforcing the size limit, the content type and valid UTF-8. */
+async function readJsonBody(req: Request, limit: number): Promise<unknown> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type !== 'application/json' && !type?.endsWith('+json')) {
+    req.resume();
+    throw new AppError(415, 'Unsupported media type', `Send the body as application/json (got ${type || 'no content type'}).`);
+  }
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) {
+    req.resume();
+    throw new AppError(413, 'Payload too large', `The body is larger than ${limit} bytes.`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new AppError(413, 'Payload too large', `The body is larger than ${limit} bytes.`);
+    chunks.push(chunk);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new ValidationError([{ pointer: '/body', detail: 'is not valid UTF-8' }], 'The body is not valid UTF-8.');
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ValidationError([{ pointer: '/body', detail: `is not valid JSON: ${(error as Error).message}` }], 'The body is not valid JSON.');
+  }
+}
+
+/** Validators for one operation of the document, built once per route. */
+function operationValidators(operation: Operation) {
+  const c = contracts();
+  const groups = { path: [], query: [], header: [] } as Record<'path' | 'query' | 'header', NonNullable<Operation['parameters']>>;
+  for (const p of operation.parameters ?? []) groups[p.in].push(p);
+  const objectOf = (params: NonNullable<Operation['parameters']>, lowerCase = false) => ({
+    type: 'object',
+    properties: Object.fromEntries(params.map((p) => [lowerCase ? p.name.toLowerCase() : p.name, p.schema])),
+    required: params.filter((p) => p.required).map((p) => (lowerCase ? p.name.toLowerCase() : p.name)),
+  });
+  const body = operation.requestBody?.content['application/json']?.schema;
+  return {
+    path: c.inline(objectOf(groups.path), '/path', true),
+    query: c.inline(objectOf(groups.query), '/query', true),
+    headers: c.inline(objectOf(groups.header, true), '/headers'),
+    body: body ? c.inline(body, '/body') : undefined,
+  } satisfies Record<string, Validator | undefined>;
+}
+
+export interface HttpServerOptions {
+  config: Config;
+  log: Logger;
+  /** Readiness checks: every one true → 200, else 503 naming the false ones. */
+  checks: () => Record<string, boolean>;
+}
+
+export class HttpServer {
+  readonly server: restify.Server;
+  /** Every route this server answers, as `METHOD /path/{param}` (the document's notation). */
+  readonly routes: string[] = [];
+  private readonly document = contracts().document as unknown as { paths: Record<string, Record<string, Operation>> };
+  private closing = false;
+
+  constructor(private readonly options: HttpServerOptions) {
+    const { config, log } = options;
+    this.server = restify.createServer({ name: config.service, handleUncaughtExceptions: false, ignoreTrailingSlash: true });
+    this.server.pre((req, res, next) => {
+      // The read APIs are called from Swagger UI on the order API's port.
+      res.setHeader('Access-Control-Allow-Origin', '*');
+      if (this.closing) res.setHeader('Connection', 'close');
+      return next();
+    });
+    this.server.use(restify.plugins.queryParser({ mapParams: false }));
+    const notFound = (req: Request, res: Response, error: Error & { statusCode?: number }, cb: () => void) => {
+      const status = error.statusCode ?? 404;
+      const title = status === 405 ? 'Method not allowed' : 'Not found';
+      const problem = new AppError(status, title, `${req.method} ${req.url} is not a route of ${config.service}.`);
+      (error as unknown as { toJSON: () => unknown }).toJSON = () => problem.toProblem(req.url);
+      res.setHeader('content-type', PROBLEM_JSON);
+      cb();
+    };
+    this.server.on('NotFound', notFound);
+    this.server.on('MethodNotAllowed', notFound);
+    this.server.on('restifyError', (req: Request, res: Response, error: Error, cb: () => void) => {
+      res.setHeader('content-type', PROBLEM_JSON);
+      log.debug({ err: error.message, url: req.url }, 'restify error');
+      cb();
+    });
+    this.route('get', '/health/live', () => ({ status: 200, body: { status: 'ok', service: config.service } }));
+    this.route('get', '/health/ready', () => {
+      const checks = this.closing ? { ...options.checks(), accepting: false } : options.checks();
+      const ok = Object.values(checks).every(Boolean);
+      return { status: ok ? 200 : 503, body: { status: ok ? 'ok' : 'unavailable', service: config.service, checks } };
+    });
+  }
+
+  /**
+   * Adds a route described by the document at `path` (OpenAPI notation, `/orders/{id}`): its
+   * parameters, headers and body are validated before `handler` runs.
+   */
+  route(method: Method, path: string, handler: RouteHandler): void {
+    const operation = this.document.paths[path]?.[method];
+    if (!operation) throw new Error(`${method.toUpperCase()} ${path} is not in openapi/openapi.json: document it first`);
+    const validate = operationValidators(operation);
+    const limit = this.options.config.bodyLimitBytes;
+    this.routes.push(`${method.toUpperCase()} ${path}`);
+    const restifyPath = path.replace(/\{(\w+)\}/g, ':$1');
+    this.server[method](restifyPath, async (req: Request, res: Response) => {
+      try {
+        const params = { ...(req.params ?? {}) };
+        const query = { ...((req.query as Record<string, unknown>) ?? {}) };
+        const headers = Object.fromEntries(
+          Object.entries(req.headers).map(([k, v]) => [k.toLowerCase(), Array.isArray(v) ? v.join(',') : v]),
+        );
+        const errors: FieldError[] = [...validate.path(params), ...validate.query(query), ...validate.headers(headers)];
+        let body: unknown;
+        if (validate.body) {
+          body = await readJsonBody(req, limit);
+          errors.push(...validate.body(body));
+        }
+        if (errors.length > 0) throw new ValidationError(errors);
+        const reply = await handler({ params, query, headers, body, raw: req });
+        send(res, reply.status, reply.body, reply.headers);
+      } catch (error) {
+        this.sendError(req, res, error);
+      }
+    });
+  }
+
+  private sendError(req: Request, res: Response, error: unknown): void {
+    if (error instanceof AppError) {
+      sendRaw(res, error.status, PROBLEM_JSON, problemBody(error, req.url));
+      return;
+    }
+    this.options.log.error({ err: error, url: req.url, method: req.method }, 'request failed');
+    sendRaw(res, 500, PROBLEM_JSON, problemBody(new AppError(500, 'Internal error', 'The request failed; the error is logged.'), req.url));
+  }
+
+  /** Serves the bundled document (servers pointed at this host's configured ports) and Swagger UI. */
+  serveDocs(): void {
+    const { config } = this.options;
+    const assets = swaggerUi.getAbsoluteFSPath();
+    this.route('get', '/openapi.json', ({ raw }) => ({ status: 200, body: this.documentFor(raw) }));
+    this.route('get', '/docs', () => ({ status: 200, body: DOCS_HTML, headers: { 'content-type': 'text/html; charset=utf-8' } }));
+    const files: Record<string, string> = {
+      'swagger-ui.css': 'text/css',
+      'swagger-ui-bundle.js': 'application/javascript',
+      'swagger-ui-standalone-preset.js': 'application/javascript',
+      'favicon-32x32.png': 'image/png',
+    };
+    this.route('get', '/docs/{asset}', ({ params }) => {
+      const asset = String(params.asset);
+      const type = files[asset];
+      if (!type) throw new AppError(404, 'Not found', `No Swagger UI asset ${asset}.`);
+      return { status: 200, body: readFileSync(join(assets, asset)), headers: { 'content-type': type, 'cache-control': 'max-age=3600' } };
+    });
+    void config;
+  }
+
+  private documentFor(req: Request): object {
+    const { ports } = this.options.config;
+    const host = (req.headers.host ?? 'localhost').replace(/:\d+$/, '');
+    const doc = structuredClone(contracts().document) as { servers: { url: string }[]; paths: Record<string, Record<string, unknown>> };
+    doc.servers = [{ url: '/', description: 'order-creation' } as { url: string }];
+    for (const item of Object.values(doc.paths)) {
+      const service = item['x-service'];
+      if (typeof service === 'string' && service !== 'order-creation') {
+        item.servers = [{ url: `http://${host}:${ports[service as ServiceName]}`, description: service }];
+      }
+    }
+    return doc;
+  }
+
+  listen(): Promise<void> {
+    const { httpHost, port } = this.options.config;
+    return new Promise((resolve, reject) => {
+      this.server.server.once('error', reject);
+      this.server.listen(port, httpHost, () => resolve());
+    });
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  /** Stops accepting connections; idle keep-alive ones close now, busy ones after their response. */
+  async close(deadline: number): Promise<void> {
+    this.closing = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.server.closeIdleConnections();
+    const timer = setTimeout(() => this.server.server.closeAllConnections(), Math.max(0, deadline - Date.now()));
+    await closed;
+    clearTimeout(timer);
+  }
+}
+
+function send(res: Response, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const type = headers['content-type'] ?? 'application/json';
+  const payload = Buffer.isBuffer(body) || typeof body === 'string' ? body : JSON.stringify(body);
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+  sendRaw(res, status, type, payload);
+}
+
+function sendRaw(res: Response, status: number, type: string, payload: string | Buffer): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(payload) });
+  res.end(payload);
+}
+
+const DOCS_HTML = `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Order saga API</title>
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script src="/docs/swagger-ui-standalone-preset.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({
+      url: '/openapi.json',
+      dom_id: '#swagger-ui',
+      deepLinking: true,
+      tryItOutEnabled: true,
+      presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+      layout: 'StandaloneLayout',
+    });
+  </script>
+</body>
+</html>
+`;

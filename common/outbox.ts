@@ -1,0 +1,190 @@
+/**
+ * The transactional outbox. Handlers' events are written in the same transaction as the state
+ * change that caused them; the relay publishes committed rows with publisher confirms and marks
+ * them published. It wakes at once after a commit, sweeps on start and after every reconnect,
+ * and retries with a delay while the broker is away, so nothing committed is ever lost.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Broker, OutgoingMessage } from './amqp.ts';
+import { contracts } from './contracts.ts';
+import { nowIso, type RunnerTables } from './db.ts';
+import type { Kysely, Transaction } from 'kysely';
+import type { Emit, SagaContext, SagaEvent, ServiceName } from './events.ts';
+import { orderIdOf } from './events.ts';
+import type { Logger } from './logger.ts';
+
+/** Header names of the saga context (saga.md, "Event envelope"). */
+export const HEADER = {
+  traceparent: 'traceparent',
+  causationId: 'x-causation-id',
+  failAt: 'x-fail-at',
+} as const;
+
+/** A W3C traceparent continuing the trace of `parent` (or starting one), with a new span id. */
+function childTraceparent(parent: string | undefined): string {
+  const traceId = parent && /^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(parent)?.[1];
+  return `00-${traceId || randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+}
+
+/**
+ * Writes the events in the transaction, as envelopes carrying the saga context. Each event is
+ * validated against its schema first: an invalid one is a bug and rolls the transaction back.
+ */
+export async function writeOutbox(
+  trx: Transaction<RunnerTables>,
+  emitted: readonly Emit[],
+  context: SagaContext,
+): Promise<SagaEvent[]> {
+  if (emitted.length === 0) return [];
+  const now = nowIso();
+  const events: SagaEvent[] = [];
+  const rows = emitted.map((e) => {
+    const problems = contracts().validator(`#/components/schemas/${e.type}`, '/data')(e.data);
+    if (problems.length > 0) {
+      throw new Error(`refusing to publish an invalid ${e.type}: ${JSON.stringify(problems)}`);
+    }
+    const orderId = orderIdOf(e.data);
+    const event = {
+      id: randomUUID(),
+      type: e.type,
+      version: 1,
+      occurredAt: now,
+      ...(orderId ? { orderId } : {}),
+      data: e.data,
+    } as SagaEvent;
+    events.push(event);
+    const headers: Record<string, string> = { [HEADER.traceparent]: childTraceparent(context.traceparent) };
+    if (context.causationId) headers[HEADER.causationId] = context.causationId;
+    if (context.failAt) headers[HEADER.failAt] = context.failAt;
+    return {
+      id: event.id,
+      routing_key: e.type,
+      body: JSON.stringify(event),
+      headers: JSON.stringify(headers),
+      created_at: now,
+      published_at: null,
+    };
+  });
+  await trx.insertInto('outbox').values(rows).execute();
+  return events;
+}
+
+const BATCH = 256;
+
+export class OutboxRelay {
+  private running?: Promise<void>;
+  private again = false;
+  private retryTimer?: NodeJS.Timeout;
+  private sweepTimer?: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(
+    private readonly db: Kysely<RunnerTables>,
+    private readonly broker: Broker,
+    private readonly service: ServiceName,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.broker.on('ready', () => this.wake());
+    // A safety net: a wake-up lost to a failure is picked up within a second.
+    this.sweepTimer = setInterval(() => this.wake(), 1000);
+    this.sweepTimer.unref();
+    this.wake();
+  }
+
+  /** Publish what is committed, now (coalesces: one run at a time, another right after if needed). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.drain().finally(() => {
+      this.running = undefined;
+      if (this.again) {
+        this.again = false;
+        this.wake();
+      }
+    });
+  }
+
+  /** Publishes until nothing committed is left unpublished; false if the broker failed first. */
+  private async drain(): Promise<void> {
+    try {
+      for (;;) {
+        const rows = await this.db
+          .selectFrom('outbox')
+          .select(['seq', 'id', 'routing_key', 'body', 'headers', 'created_at'])
+          .where('published_at', 'is', null)
+          .orderBy('seq')
+          .limit(BATCH)
+          .execute();
+        if (rows.length === 0) return;
+        if (!this.broker.ready) return; // the 'ready' event wakes us
+        await this.broker.publish(rows.map((row) => this.toMessage(row)));
+        await this.db
+          .updateTable('outbox')
+          .set({ published_at: nowIso() })
+          .where(
+            'seq',
+            'in',
+            rows.map((r) => r.seq),
+          )
+          .execute();
+        if (rows.length < BATCH) return;
+      }
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, 'outbox relay failed, retrying in 1 s');
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.wake(), 1000);
+      this.retryTimer.unref();
+    }
+  }
+
+  private toMessage(row: { id: string; routing_key: string; body: string; headers: string; created_at: string }): OutgoingMessage {
+    const event = JSON.parse(row.body) as SagaEvent;
+    return {
+      exchange: this.broker.names.exchange,
+      routingKey: row.routing_key,
+      content: Buffer.from(row.body),
+      options: {
+        persistent: true,
+        messageId: row.id,
+        type: row.routing_key,
+        correlationId: event.orderId,
+        contentType: 'application/json',
+        timestamp: Math.floor(Date.parse(row.created_at) / 1000),
+        appId: this.service,
+        headers: JSON.parse(row.headers),
+      },
+    };
+  }
+
+  /** Unpublished rows (for readiness and tests). */
+  async pending(): Promise<number> {
+    const { n } = await this.db
+      .selectFrom('outbox')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('published_at', 'is', null)
+      .executeTakeFirstOrThrow();
+    return Number(n);
+  }
+
+  /** At shutdown: keep publishing until nothing is pending or the deadline passes. */
+  async flush(deadline: number): Promise<boolean> {
+    while (Date.now() < deadline) {
+      await this.running;
+      if ((await this.pending()) === 0) return true;
+      this.wake();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return (await this.pending()) === 0;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.sweepTimer);
+  }
+}

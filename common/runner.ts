@@ -1,0 +1,303 @@
+/**
+ * The runner: the one piece of I/O every service shares. For each delivered message:
+ * decode and validate it, skip it if this consumer already handled it (inbox), and otherwise, in
+ * ONE local transaction, record it in the inbox, call the handler and write the events it
+ * returns to the outbox; commit; then ack. A handler never touches a channel.
+ *
+ * Failures: a message no retry can fix (bad JSON, unknown routing key, schema violation) is
+ * parked at once in the service's dead-letter queue with its reason. A handler that throws is
+ * retried through delay queues with exponential backoff; after the last attempt it is parked too.
+ * A message is acked only once its outcome (committed, retried or parked) is safe with the broker.
+ */
+import type { Channel, ConsumeMessage } from 'amqplib';
+import type { Broker } from './amqp.ts';
+import type { Config } from './config.ts';
+import { contracts } from './contracts.ts';
+import { type Db, nowIso, runnerDb, runnerTx, type Tx } from './db.ts';
+import { PermanentError } from './errors.ts';
+import {
+  type Emit,
+  FAIL_AT_VALUES,
+  type FailAt,
+  isRoutingKey,
+  type RoutingKey,
+  type SagaContext,
+  type SagaEvent,
+} from './events.ts';
+import type { Logger } from './logger.ts';
+import { HEADER, type OutboxRelay, writeOutbox } from './outbox.ts';
+
+export interface HandlerContext {
+  /** The step this order's saga was asked to fail at (`x-fail-at`), when fault injection is on. */
+  failAt?: FailAt;
+  config: Config;
+  log: Logger;
+}
+
+/** A handler: the event and a transaction-bound store in, the events to emit out. */
+export type Handler<K extends RoutingKey, S> = (
+  event: SagaEvent<K>,
+  store: S,
+  context: HandlerContext,
+) => Promise<Emit[]> | Emit[];
+
+/** Routing key → handler: a service's whole subscription list, readable at a glance. */
+export type Handlers<S> = { [K in RoutingKey]?: Handler<K, S> };
+
+/** What a piece of work outside a message (an HTTP request, a timer) produced. */
+export interface Outcome<R> {
+  value: R;
+  emit: Emit[];
+}
+
+export const ATTEMPT_HEADER = 'x-attempt';
+/** Headers on a parked message (dead-letter queue). */
+export const DEAD_HEADER = {
+  reason: 'x-dead-reason',
+  error: 'x-dead-error',
+  attempts: 'x-dead-attempts',
+  routingKey: 'x-original-routing-key',
+  queue: 'x-original-queue',
+  at: 'x-dead-at',
+} as const;
+
+export interface RunnerOptions<T, S> {
+  db: Db<T>;
+  broker: Broker;
+  relay: OutboxRelay;
+  handlers: Handlers<S>;
+  /** Builds the service's store over a transaction. */
+  store: (trx: Tx<T>) => S;
+  /** Called in the transaction with every event written to the outbox (order-creation's timeline). */
+  onEmitted?: (trx: Tx<T>, events: SagaEvent[]) => Promise<void>;
+  config: Config;
+  log: Logger;
+}
+
+/** The delay of each retry tier: base, 2×base, 4×base, … one tier per retry. */
+export function retryDelays(config: Pick<Config, 'retryAttempts' | 'retryBaseDelayMs'>): number[] {
+  return Array.from({ length: config.retryAttempts - 1 }, (_, i) => config.retryBaseDelayMs * 2 ** i);
+}
+
+export class Runner<T, S> {
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly delays: number[];
+  private pruneTimer?: NodeJS.Timeout;
+
+  constructor(private readonly options: RunnerOptions<T, S>) {
+    this.delays = retryDelays(options.config);
+  }
+
+  get subscriptions(): RoutingKey[] {
+    return Object.keys(this.options.handlers) as RoutingKey[];
+  }
+
+  async start(): Promise<void> {
+    await this.options.broker.consume((message, channel) => {
+      const work = this.handle(message, channel).catch((error) =>
+        this.options.log.error({ err: error }, 'message handling failed unexpectedly'),
+      );
+      this.inFlight.add(work);
+      void work.finally(() => this.inFlight.delete(work));
+    });
+    this.pruneTimer = setInterval(() => void this.prune(), Math.min(this.options.config.inboxRetentionMs, 3_600_000));
+    this.pruneTimer.unref();
+  }
+
+  /** Stops taking messages and waits (until the deadline) for the ones being handled. */
+  async stop(deadline: number): Promise<boolean> {
+    clearInterval(this.pruneTimer);
+    await this.options.broker.stopConsuming();
+    const remaining = deadline - Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.max(0, remaining));
+    });
+    const drained = Promise.all(this.inFlight).then(() => true);
+    const result = await Promise.race([drained, timedOut]);
+    clearTimeout(timer);
+    return result;
+  }
+
+  /**
+   * Runs work outside any message (an HTTP request, a timer) in one transaction and writes the
+   * events it returns to the outbox, with the given saga context.
+   */
+  async transact<R>(work: (store: S) => Promise<Outcome<R>>, context: SagaContext = {}): Promise<R> {
+    const { db, store, relay } = this.options;
+    const { value, emitted } = await db.transaction().execute(async (trx) => {
+      const outcome = await work(store(trx));
+      return { value: outcome.value, emitted: await this.writeEvents(trx, outcome.emit, context) };
+    });
+    if (emitted.length > 0) relay.wake();
+    return value;
+  }
+
+  private async writeEvents(trx: Tx<T>, emit: Emit[], context: SagaContext): Promise<SagaEvent[]> {
+    const events = await writeOutbox(runnerTx(trx), emit, context);
+    if (events.length > 0) await this.options.onEmitted?.(trx, events);
+    return events;
+  }
+
+  private async handle(message: ConsumeMessage, channel: Channel): Promise<void> {
+    const { db, handlers, store, relay, config, log, broker } = this.options;
+    let event: SagaEvent;
+    try {
+      event = decode(message);
+    } catch (error) {
+      return this.park(message, channel, error as Error);
+    }
+    const handler = handlers[event.type] as Handler<RoutingKey, S> | undefined;
+    if (!handler) {
+      return this.park(message, channel, new PermanentError('unknown-routing-key', `no handler for ${event.type}`));
+    }
+    const headers = message.properties.headers ?? {};
+    const failAtHeader = headers[HEADER.failAt];
+    const failAt =
+      config.faultInjection && FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined;
+    const context: SagaContext = {
+      traceparent: stringHeader(headers[HEADER.traceparent]),
+      causationId: event.id,
+      failAt: FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined,
+    };
+    try {
+      const emitted = await db.transaction().execute(async (trx) => {
+        const inserted = await runnerTx(trx)
+          .insertInto('inbox')
+          .values({ message_id: event.id, consumer: broker.names.queue, handled_at: nowIso() })
+          .onConflict((oc) => oc.doNothing())
+          .executeTakeFirst();
+        if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) return undefined;
+        const emit = await handler(event, store(trx), { failAt, config, log });
+        return this.writeEvents(trx, emit, context);
+      });
+      if (emitted === undefined) log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
+      else if (emitted.length > 0) relay.wake();
+      ack(channel, message);
+    } catch (error) {
+      if (error instanceof PermanentError) return this.park(message, channel, error);
+      return this.retry(message, channel, event, error as Error);
+    }
+  }
+
+  /** Sends the message to the next delay queue (attempt + 1), or parks it after the last attempt. */
+  private async retry(message: ConsumeMessage, channel: Channel, event: SagaEvent, error: Error): Promise<void> {
+    const { broker, log } = this.options;
+    const attempt = attemptOf(message);
+    if (attempt >= this.options.config.retryAttempts) {
+      return this.park(message, channel, error, 'retries-exhausted');
+    }
+    const tier = Math.min(attempt - 1, this.delays.length - 1);
+    const delay = this.delays[tier] ?? 0;
+    log.warn({ err: error.message, type: event.type, id: event.id, attempt, retryInMs: delay }, 'handler failed, will retry');
+    try {
+      await broker.publish([
+        {
+          exchange: '',
+          routingKey: broker.names.retryQueue(tier),
+          content: message.content,
+          options: {
+            ...message.properties,
+            // The tier's queue TTL is 1.25×delay; jitter the message below it. A message waits at most
+            // the jitter width behind a longer-lived one: no real head-of-line blocking.
+            expiration: String(Math.round(delay * (0.75 + Math.random() * 0.5))),
+            headers: { ...message.properties.headers, [ATTEMPT_HEADER]: attempt + 1 },
+          },
+        },
+      ]);
+      ack(channel, message);
+    } catch (publishError) {
+      log.warn({ err: (publishError as Error).message }, 'could not schedule the retry; the message goes back to the queue');
+      nack(channel, message, true);
+    }
+  }
+
+  /** Parks the message unchanged in the dead-letter queue, with headers saying why; then acks it. */
+  private async park(message: ConsumeMessage, channel: Channel, error: Error, reason?: string): Promise<void> {
+    const { broker, log } = this.options;
+    const why = reason ?? (error instanceof PermanentError ? error.reason : 'handler-error');
+    const routingKey =
+      message.fields.routingKey === broker.names.queue ? String(message.properties.type ?? '') : message.fields.routingKey;
+    log.error({ reason: why, err: error.message, routingKey, messageId: message.properties.messageId }, 'message parked in the dead-letter queue');
+    try {
+      await broker.publish([
+        {
+          exchange: broker.names.deadLetterExchange,
+          routingKey: broker.names.queue,
+          content: message.content,
+          options: {
+            ...message.properties,
+            expiration: undefined,
+            headers: {
+              ...message.properties.headers,
+              [DEAD_HEADER.reason]: why,
+              [DEAD_HEADER.error]: error.message.slice(0, 1000),
+              [DEAD_HEADER.attempts]: attemptOf(message),
+              [DEAD_HEADER.routingKey]: routingKey,
+              [DEAD_HEADER.queue]: broker.names.queue,
+              [DEAD_HEADER.at]: nowIso(),
+            },
+          },
+        },
+      ]);
+      ack(channel, message);
+    } catch {
+      // The queue's own dead-letter exchange parks it (with x-death headers instead of ours).
+      nack(channel, message, false);
+    }
+  }
+
+  /** Forgets handled message ids and published outbox rows older than the retention window. */
+  async prune(): Promise<void> {
+    const db = runnerDb(this.options.db);
+    const { config } = this.options;
+    const before = new Date(Date.now() - config.inboxRetentionMs).toISOString();
+    await db.deleteFrom('inbox').where('handled_at', '<', before).execute();
+    await db.deleteFrom('outbox').where('published_at', 'is not', null).where('published_at', '<', before).execute();
+  }
+}
+
+/** Parses and validates a delivery; throws a PermanentError that says what is wrong with it. */
+export function decode(message: ConsumeMessage): SagaEvent {
+  let body: unknown;
+  try {
+    body = JSON.parse(message.content.toString('utf8'));
+  } catch (error) {
+    throw new PermanentError('malformed-json', `body is not JSON: ${(error as Error).message}`);
+  }
+  const envelopeProblems = contracts().validator('#/components/schemas/Envelope')(body);
+  if (envelopeProblems.length > 0) {
+    throw new PermanentError('schema-invalid', `invalid envelope: ${JSON.stringify(envelopeProblems)}`);
+  }
+  const event = body as SagaEvent;
+  if (!isRoutingKey(event.type)) throw new PermanentError('unknown-routing-key', `unknown event type ${event.type}`);
+  const type = message.properties.type;
+  if (type !== undefined && type !== event.type) {
+    throw new PermanentError('schema-invalid', `AMQP type ${String(type)} differs from the body's type ${event.type}`);
+  }
+  const problems = contracts().validator(`#/components/schemas/${event.type}`, '/data')(event.data);
+  if (problems.length > 0) throw new PermanentError('schema-invalid', `invalid ${event.type}: ${JSON.stringify(problems)}`);
+  return event;
+}
+
+function attemptOf(message: ConsumeMessage): number {
+  const value = Number(message.properties.headers?.[ATTEMPT_HEADER] ?? 1);
+  return Number.isInteger(value) && value > 0 ? value : 1;
+}
+
+function stringHeader(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
+
+// A channel may have closed since the delivery (broker restart): the message will be redelivered
+// and the inbox makes the second handling a no-op, so a failed ack is not an error.
+function ack(channel: Channel, message: ConsumeMessage): void {
+  try {
+    channel.ack(message);
+  } catch {}
+}
+function nack(channel: Channel, message: ConsumeMessage, requeue: boolean): void {
+  try {
+    channel.nack(message, false, requeue);
+  } catch {}
+}

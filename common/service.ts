@@ -1,0 +1,157 @@
+/**
+ * Wires one service: config, logger, database, broker, outbox relay, runner, HTTP server and
+ * graceful shutdown. A service's main.ts hands it its definition and nothing else.
+ */
+import death from 'death';
+import type { Migration } from 'kysely';
+import { Broker, BrokerUnreachableError, queueNames } from './amqp.ts';
+import { type Config, ConfigError, loadConfig } from './config.ts';
+import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';
+import type { SagaEvent, ServiceName } from './events.ts';
+import { HttpServer } from './http.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { OutboxRelay } from './outbox.ts';
+import { type Handlers, retryDelays, Runner } from './runner.ts';
+
+export interface ServiceDefinition<T, S> {
+  name: ServiceName;
+  migrations: Record<string, Migration>;
+  handlers: Handlers<S>;
+  store: (trx: Tx<T>) => S;
+  /** Called in the transaction with every event the service emits. */
+  onEmitted?: (trx: Tx<T>, events: SagaEvent[]) => Promise<void>;
+  /** Seeds, routes and timers: whatever the service adds to the shared wiring. */
+  setup?: (app: App<T, S>) => Promise<void> | void;
+}
+
+/** What a service's setup gets to work with. */
+export interface App<T, S> {
+  config: Config;
+  log: Logger;
+  db: Db<T>;
+  http: HttpServer;
+  runner: Runner<T, S>;
+  /** Runs `task` every `ms` (never two at once) until shutdown; a failure is logged, not fatal. */
+  every(ms: number, task: () => Promise<void>): void;
+  /** Called first at shutdown, before HTTP closes (e.g. to release long-polling requests). */
+  onShutdown(hook: () => void): void;
+}
+
+/** Starts the service; resolves with a `stop` that drains it (safe to call twice). */
+export async function startService<T, S>(definition: ServiceDefinition<T, S>, env = process.env) {
+  const config = loadConfig(definition.name, env);
+  const log = createLogger(definition.name, config.logLevel);
+  const db = await openDatabase<T>(config.dataDir, definition.name, definition.migrations);
+  let databaseOpen = true;
+  const broker = new Broker(
+    config,
+    {
+      names: queueNames(config.exchange, definition.name),
+      bindings: Object.keys(definition.handlers) as never,
+      retryDelaysMs: retryDelays(config),
+    },
+    log,
+  );
+  const relay = new OutboxRelay(runnerDb(db), broker, definition.name, log);
+  const runner = new Runner<T, S>({
+    db,
+    broker,
+    relay,
+    handlers: definition.handlers,
+    store: definition.store,
+    onEmitted: definition.onEmitted,
+    config,
+    log,
+  });
+  const http = new HttpServer({
+    config,
+    log,
+    checks: () => ({ broker: broker.ready, database: databaseOpen, topology: broker.ready }),
+  });
+
+  const timers: NodeJS.Timeout[] = [];
+  const hooks: (() => void)[] = [];
+  const app: App<T, S> = {
+    config,
+    log,
+    db,
+    http,
+    runner,
+    every(ms, task) {
+      let busy = false;
+      const timer = setInterval(async () => {
+        if (busy) return;
+        busy = true;
+        try {
+          await task();
+        } catch (error) {
+          log.error({ err: error }, 'periodic task failed');
+        } finally {
+          busy = false;
+        }
+      }, ms);
+      timers.push(timer);
+    },
+    onShutdown: (hook) => hooks.push(hook),
+  };
+  await definition.setup?.(app);
+
+  let stopping: Promise<boolean> | undefined;
+  /** Drains in order: HTTP intake, timers, consumers and running handlers, outbox, broker, database. */
+  const stop = (): Promise<boolean> => {
+    stopping ??= (async () => {
+      const deadline = Date.now() + config.shutdownTimeoutMs;
+      log.info('shutting down');
+      for (const hook of hooks) hook();
+      const httpClosed = http.close(deadline);
+      for (const timer of timers) clearInterval(timer);
+      const drained = await runner.stop(deadline);
+      const flushed = await relay.flush(deadline);
+      relay.stop();
+      await httpClosed;
+      await broker.close();
+      await db.destroy();
+      databaseOpen = false;
+      if (!drained || !flushed) {
+        log.warn({ drained, flushed }, 'shutdown timed out; the broker redelivers what was not acked');
+      }
+      log.info('stopped');
+      return drained && flushed;
+    })();
+    return stopping;
+  };
+
+  try {
+    await http.listen();
+    await broker.connect();
+  } catch (error) {
+    await http.close(Date.now()).catch(() => {});
+    await db.destroy();
+    throw error;
+  }
+  relay.start();
+  await runner.start();
+  log.info({ port: http.port, queue: broker.names.queue, subscriptions: runner.subscriptions.length }, 'ready');
+  return { app, stop, broker, relay };
+}
+
+/** The entry point of a service process: start, stop on SIGINT/SIGTERM, exit non-zero on failure. */
+export async function runService<T, S>(definition: ServiceDefinition<T, S>): Promise<void> {
+  try {
+    const { stop } = await startService(definition);
+    death({ uncaughtException: false })(async (signal) => {
+      const clean = await stop();
+      process.exit(clean ? 0 : 1);
+      void signal;
+    });
+  } catch (error) {
+    if (error instanceof ConfigError || error instanceof BrokerUnreachableError) {
+      console.error(`${definition.name}: ${error.message}`);
+    } else if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      console.error(`${definition.name}: ${(error as Error).message}: another process holds the port; set the *_PORT variables.`);
+    } else {
+      console.error(`${definition.name}: failed to start:`, error);
+    }
+    process.exit(1);
+  }
+}
