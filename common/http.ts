@@ -111,7 +111,13 @@ export class HttpServer {
 
   constructor(private readonly options: HttpServerOptions) {
     const { config, log } = options;
-    this.server = restify.createServer({ name: config.service, handleUncaughtExceptions: false, ignoreTrailingSlash: true });
+    this.server = restify.createServer({
+      name: config.service,
+      handleUncaughtExceptions: false,
+      ignoreTrailingSlash: true,
+      // restify's own errors (unknown route, wrong method) are rendered through this formatter.
+      formatters: { [PROBLEM_JSON]: (_req, _res, body) => JSON.stringify(body) },
+    });
     this.server.pre((req, res, next) => {
       // The read APIs are called from Swagger UI on the order API's port.
       res.setHeader('Access-Control-Allow-Origin', '*');
@@ -129,7 +135,12 @@ export class HttpServer {
     };
     this.server.on('NotFound', notFound);
     this.server.on('MethodNotAllowed', notFound);
-    this.server.on('restifyError', (req: Request, res: Response, error: Error, cb: () => void) => {
+    this.server.on('restifyError', (req: Request, res: Response, error: Error & { statusCode?: number }, cb: () => void) => {
+      if (!(error as { toJSON?: unknown }).toJSON || !res.getHeader('content-type')) {
+        const status = error.statusCode ?? 500;
+        const problem = new AppError(status, status >= 500 ? 'Internal error' : 'Bad request', error.message);
+        (error as unknown as { toJSON: () => unknown }).toJSON = () => problem.toProblem(req.url);
+      }
       res.setHeader('content-type', PROBLEM_JSON);
       log.debug({ err: error.message, url: req.url }, 'restify error');
       cb();
@@ -186,7 +197,6 @@ export class HttpServer {
 
   /** Serves the bundled document (servers pointed at this host's configured ports) and Swagger UI. */
   serveDocs(): void {
-    const { config } = this.options;
     const assets = swaggerUi.getAbsoluteFSPath();
     this.route('get', '/openapi.json', ({ raw }) => ({ status: 200, body: this.documentFor(raw) }));
     this.route('get', '/docs', () => ({ status: 200, body: DOCS_HTML, headers: { 'content-type': 'text/html; charset=utf-8' } }));
@@ -202,7 +212,6 @@ export class HttpServer {
       if (!type) throw new AppError(404, 'Not found', `No Swagger UI asset ${asset}.`);
       return { status: 200, body: readFileSync(join(assets, asset)), headers: { 'content-type': type, 'cache-control': 'max-age=3600' } };
     });
-    void config;
   }
 
   private documentFor(req: Request): object {

@@ -30,6 +30,8 @@ import { HEADER, type OutboxRelay, writeOutbox } from './outbox.ts';
 export interface HandlerContext {
   /** The step this order's saga was asked to fail at (`x-fail-at`), when fault injection is on. */
   failAt?: FailAt;
+  /** The saga context that events emitted for this order carry (for events emitted later, by a timer). */
+  saga: SagaContext;
   config: Config;
   log: Logger;
 }
@@ -70,6 +72,8 @@ export interface RunnerOptions<T, S> {
   store: (trx: Tx<T>) => S;
   /** Called in the transaction with every event written to the outbox (order-creation's timeline). */
   onEmitted?: (trx: Tx<T>, events: SagaEvent[]) => Promise<void>;
+  /** Called once the transaction that emitted these events has committed. */
+  afterCommit?: (events: SagaEvent[]) => void;
   config: Config;
   log: Logger;
 }
@@ -124,13 +128,19 @@ export class Runner<T, S> {
    * events it returns to the outbox, with the given saga context.
    */
   async transact<R>(work: (store: S) => Promise<Outcome<R>>, context: SagaContext = {}): Promise<R> {
-    const { db, store, relay } = this.options;
+    const { db, store } = this.options;
     const { value, emitted } = await db.transaction().execute(async (trx) => {
       const outcome = await work(store(trx));
       return { value: outcome.value, emitted: await this.writeEvents(trx, outcome.emit, context) };
     });
-    if (emitted.length > 0) relay.wake();
+    this.committed(emitted);
     return value;
+  }
+
+  private committed(events: SagaEvent[]): void {
+    if (events.length === 0) return;
+    this.options.relay.wake();
+    this.options.afterCommit?.(events);
   }
 
   private async writeEvents(trx: Tx<T>, emit: Emit[], context: SagaContext): Promise<SagaEvent[]> {
@@ -140,7 +150,7 @@ export class Runner<T, S> {
   }
 
   private async handle(message: ConsumeMessage, channel: Channel): Promise<void> {
-    const { db, handlers, store, relay, config, log, broker } = this.options;
+    const { db, handlers, store, config, log, broker } = this.options;
     let event: SagaEvent;
     try {
       event = decode(message);
@@ -168,11 +178,11 @@ export class Runner<T, S> {
           .onConflict((oc) => oc.doNothing())
           .executeTakeFirst();
         if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) return undefined;
-        const emit = await handler(event, store(trx), { failAt, config, log });
+        const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
         return this.writeEvents(trx, emit, context);
       });
       if (emitted === undefined) log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
-      else if (emitted.length > 0) relay.wake();
+      else this.committed(emitted);
       ack(channel, message);
     } catch (error) {
       if (error instanceof PermanentError) return this.park(message, channel, error);

@@ -20,6 +20,8 @@ export interface ServiceDefinition<T, S> {
   store: (trx: Tx<T>) => S;
   /** Called in the transaction with every event the service emits. */
   onEmitted?: (trx: Tx<T>, events: SagaEvent[]) => Promise<void>;
+  /** Called once the transaction that emitted these events has committed. */
+  afterCommit?: (events: SagaEvent[]) => void;
   /** Seeds, routes and timers: whatever the service adds to the shared wiring. */
   setup?: (app: App<T, S>) => Promise<void> | void;
 }
@@ -60,6 +62,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     handlers: definition.handlers,
     store: definition.store,
     onEmitted: definition.onEmitted,
+    afterCommit: definition.afterCommit,
     config,
     log,
   });

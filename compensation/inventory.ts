@@ -1,0 +1,54 @@
+/**
+ * Inventory's compensations: undo its part of an order that failed. Each is safe to repeat and
+ * checks the order's state first, doing nothing once the state has moved on.
+ */
+import { type Emit, emit } from '../common/events.ts';
+import type { Handler } from '../common/runner.ts';
+import type { InventoryStore, NowReserved } from '../services/inventory/store.ts';
+
+/** Stock given back goes to waiting backorders first; those that are now complete are reserved. */
+export const reservedEvents = (ready: NowReserved[]): Emit[] =>
+  ready.map((order) => emit('inventory.reserved', order));
+
+/**
+ * order.cancelled → release the order's reservation (and drop its backorders). Arriving before
+ * order.created, it leaves a tombstone so that the late order.created is refused.
+ */
+export const releaseReservation: Handler<'order.cancelled', InventoryStore> = async ({ data }, store, { log }) => {
+  const order = await store.order(data.orderId);
+  if (!order) {
+    await store.setOrder(data.orderId, 'CANCELLED');
+    return [];
+  }
+  if (order.status === 'DEDUCTED') {
+    log.warn({ orderId: data.orderId }, 'order.cancelled after dispatch: nothing to release');
+    return [];
+  }
+  if (order.status !== 'RESERVED' && order.status !== 'BACKORDERED') return [];
+  const released = await store.release(data.orderId);
+  await store.setOrder(data.orderId, 'RELEASED');
+  const ready = await store.fillBackorders(released.map((r) => r.sku));
+  return [emit('inventory.released', { orderId: data.orderId, items: released }), ...reservedEvents(ready)];
+};
+
+/**
+ * replenishment.failed for an order still waiting → release its partial reservation and reject
+ * it. If the order was filled meanwhile (or is gone), the failure no longer concerns it.
+ */
+export const rejectUnfillable: Handler<'replenishment.failed', InventoryStore> = async ({ data }, store) => {
+  if (!data.orderId) return [];
+  const order = await store.order(data.orderId);
+  if (order?.status !== 'BACKORDERED') return [];
+  const released = await store.release(data.orderId);
+  await store.setOrder(data.orderId, 'REJECTED');
+  const ready = await store.fillBackorders(released.map((r) => r.sku));
+  return [
+    emit('inventory.rejected', { orderId: data.orderId, reason: 'REPLENISHMENT_FAILED', detail: data.detail }),
+    ...reservedEvents(ready),
+  ];
+};
+
+export const inventoryCompensations = {
+  'order.cancelled': releaseReservation,
+  'replenishment.failed': rejectUnfillable,
+};

@@ -1,0 +1,29 @@
+/**
+ * Shipment's compensation. Nothing dispatched is ever undone (dispatch is the pivot); what a
+ * cancellation leaves here is the promise never to dispatch: a tombstone that refuses a late
+ * inventory.reserved.
+ */
+import type { Handler } from '../common/runner.ts';
+import type { ShipmentStore } from '../services/shipment/store.ts';
+
+export const neverDispatch: Handler<'order.cancelled', ShipmentStore> = async ({ data }, store, { log }) => {
+  const shipment = await store.shipment(data.orderId);
+  if (shipment?.status === 'DISPATCHED') {
+    log.error({ orderId: data.orderId }, 'order.cancelled for a dispatched order: the pivot protocol was bypassed');
+  }
+  if (shipment) return [];
+  await store.record({
+    order_id: data.orderId,
+    id: null,
+    status: 'CANCELLED',
+    carrier: null,
+    tracking_number: null,
+    country: null,
+    detail: data.reason,
+  });
+  return [];
+};
+
+export const shipmentCompensations = {
+  'order.cancelled': neverDispatch,
+};

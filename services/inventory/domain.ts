@@ -1,0 +1,76 @@
+/** Inventory's rules, without I/O: what to reserve, what is short, when stock is low. */
+import type { EventData } from '../../common/events.ts';
+
+export interface StockLevel {
+  sku: string;
+  onHand: number;
+  reserved: number;
+  reorderPoint: number;
+  discontinued: boolean;
+}
+
+export interface Line {
+  sku: string;
+  quantity: number;
+}
+
+export const available = (stock: StockLevel): number => stock.onHand - stock.reserved;
+
+/** At or under the reorder point, and worth reordering (a discontinued SKU is not). */
+export const isLow = (stock: StockLevel): boolean => !stock.discontinued && available(stock) <= stock.reorderPoint;
+
+export type Rejection = Pick<EventData<'inventory.rejected'>, 'reason' | 'detail'>;
+
+export type ReservationPlan =
+  | { kind: 'rejected'; rejection: Rejection }
+  | { kind: 'reserve'; lines: { sku: string; requested: number; reserve: number; missing: number }[] };
+
+/** Lines of the same SKU count as one. */
+export function mergeLines(items: readonly Line[]): Line[] {
+  const merged = new Map<string, number>();
+  for (const { sku, quantity } of items) merged.set(sku, (merged.get(sku) ?? 0) + quantity);
+  return [...merged].map(([sku, quantity]) => ({ sku, quantity }));
+}
+
+/**
+ * Reserve what is available of each line; the rest is short and waits for replenishment.
+ * An unknown SKU, or an injected failure, rejects the whole order and reserves nothing.
+ */
+export function planReservation(
+  items: readonly Line[],
+  stock: ReadonlyMap<string, StockLevel>,
+  injectedFailure = false,
+): ReservationPlan {
+  if (injectedFailure) return { kind: 'rejected', rejection: { reason: 'INVENTORY_REJECTED', detail: 'INJECTED' } };
+  const lines = mergeLines(items);
+  const unknown = lines.filter((line) => !stock.has(line.sku)).map((line) => line.sku);
+  if (unknown.length > 0) {
+    return { kind: 'rejected', rejection: { reason: 'UNKNOWN_SKU', detail: `unknown SKU: ${unknown.join(', ')}` } };
+  }
+  return {
+    kind: 'reserve',
+    lines: lines.map(({ sku, quantity }) => {
+      const reserve = Math.max(0, Math.min(quantity, available(stock.get(sku) as StockLevel)));
+      return { sku, requested: quantity, reserve, missing: quantity - reserve };
+    }),
+  };
+}
+
+export interface Waiting {
+  seq: number;
+  orderId: string;
+  missing: number;
+}
+
+/** First come, first served: how much of `free` stock each waiting backorder gets, in order. */
+export function allocate(waiting: readonly Waiting[], free: number): { seq: number; orderId: string; take: number }[] {
+  const out: { seq: number; orderId: string; take: number }[] = [];
+  let left = free;
+  for (const backorder of waiting) {
+    if (left <= 0) break;
+    const take = Math.min(left, backorder.missing);
+    out.push({ seq: backorder.seq, orderId: backorder.orderId, take });
+    left -= take;
+  }
+  return out;
+}

@@ -1,0 +1,256 @@
+/** Inventory's tables: stock per SKU, the orders it has seen, reservations and backorders. */
+import { type Generated, type Migration, sql } from 'kysely';
+import { type Db, nowIso, type Tx } from '../../common/db.ts';
+import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
+import type { EventData } from '../../common/events.ts';
+import { allocate, type StockLevel } from './domain.ts';
+
+/**
+ * What inventory knows of an order. CANCELLED is a tombstone: the cancellation arrived before
+ * order.created, which is then refused.
+ */
+export type InventoryOrderStatus = 'RESERVED' | 'BACKORDERED' | 'REJECTED' | 'DEDUCTED' | 'RELEASED' | 'CANCELLED';
+
+export interface InventoryTables {
+  stock: {
+    sku: string;
+    name: string;
+    on_hand: number;
+    reserved: number;
+    reorder_point: number;
+    discontinued: number;
+    initial: number;
+    replenished: number;
+    dispatched: number;
+  };
+  orders: { order_id: string; status: InventoryOrderStatus; shipping_address: string | null; updated_at: string };
+  reservations: { order_id: string; sku: string; requested: number; quantity: number };
+  backorders: { seq: Generated<number>; order_id: string; sku: string; missing: number };
+}
+
+export const migrations: Record<string, Migration> = {
+  '0001_inventory': {
+    async up(db) {
+      await db.schema
+        .createTable('stock')
+        .addColumn('sku', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('on_hand', 'integer', (c) => c.notNull())
+        .addColumn('reserved', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('reorder_point', 'integer', (c) => c.notNull())
+        .addColumn('discontinued', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('initial', 'integer', (c) => c.notNull())
+        .addColumn('replenished', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('dispatched', 'integer', (c) => c.notNull().defaultTo(0))
+        .addCheckConstraint('never_oversold', sql`reserved >= 0 and on_hand >= reserved`)
+        .execute();
+      await db.schema
+        .createTable('orders')
+        .addColumn('order_id', 'text', (c) => c.primaryKey())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('shipping_address', 'text')
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('reservations')
+        .addColumn('order_id', 'text', (c) => c.notNull())
+        .addColumn('sku', 'text', (c) => c.notNull())
+        .addColumn('requested', 'integer', (c) => c.notNull())
+        .addColumn('quantity', 'integer', (c) => c.notNull())
+        .addPrimaryKeyConstraint('reservations_pk', ['order_id', 'sku'])
+        .execute();
+      await db.schema
+        .createTable('backorders')
+        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('order_id', 'text', (c) => c.notNull())
+        .addColumn('sku', 'text', (c) => c.notNull())
+        .addColumn('missing', 'integer', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('backorders_by_sku').on('backorders').columns(['sku', 'seq']).execute();
+      await db.schema.createIndex('backorders_by_order').on('backorders').column('order_id').execute();
+    },
+  },
+};
+
+type Address = EventData<'order.created'>['shippingAddress'];
+type Items = EventData<'inventory.reserved'>['items'];
+
+/** An order whose last backorder was just filled: ready for inventory.reserved. */
+export interface NowReserved {
+  orderId: string;
+  items: Items;
+  shippingAddress: Address;
+}
+
+const toLevel = (row: InventoryTables['stock']): StockLevel => ({
+  sku: row.sku,
+  onHand: row.on_hand,
+  reserved: row.reserved,
+  reorderPoint: row.reorder_point,
+  discontinued: row.discontinued === 1,
+});
+
+export function inventoryStore(trx: Tx<InventoryTables>) {
+  const store = {
+    async stock(skus: readonly string[]): Promise<Map<string, StockLevel>> {
+      if (skus.length === 0) return new Map();
+      const rows = await trx.selectFrom('stock').selectAll().where('sku', 'in', skus).execute();
+      return new Map(rows.map((row) => [row.sku, toLevel(row)]));
+    },
+
+    async order(orderId: string) {
+      return trx.selectFrom('orders').selectAll().where('order_id', '=', orderId).executeTakeFirst();
+    },
+
+    async setOrder(orderId: string, status: InventoryOrderStatus, shippingAddress?: Address): Promise<void> {
+      const address = shippingAddress ? JSON.stringify(shippingAddress) : null;
+      await trx
+        .insertInto('orders')
+        .values({ order_id: orderId, status, shipping_address: address, updated_at: nowIso() })
+        .onConflict((oc) =>
+          oc.column('order_id').doUpdateSet({ status, updated_at: nowIso(), ...(address ? { shipping_address: address } : {}) }),
+        )
+        .execute();
+    },
+
+    /** Reserves `quantity` more of `sku` for the order (the line asked for `requested`). */
+    async reserve(orderId: string, sku: string, requested: number, quantity: number): Promise<void> {
+      if (quantity > 0) {
+        await trx.updateTable('stock').set({ reserved: sql`reserved + ${quantity}` }).where('sku', '=', sku).execute();
+      }
+      await trx
+        .insertInto('reservations')
+        .values({ order_id: orderId, sku, requested, quantity })
+        .onConflict((oc) => oc.columns(['order_id', 'sku']).doUpdateSet({ quantity: sql`reservations.quantity + ${quantity}` }))
+        .execute();
+    },
+
+    async addBackorder(orderId: string, sku: string, missing: number): Promise<void> {
+      await trx.insertInto('backorders').values({ order_id: orderId, sku, missing }).execute();
+    },
+
+    async reservations(orderId: string) {
+      return trx.selectFrom('reservations').selectAll().where('order_id', '=', orderId).orderBy('sku').execute();
+    },
+
+    /** Gives back every unit reserved for the order and drops its backorders; returns what was released. */
+    async release(orderId: string): Promise<{ sku: string; quantity: number }[]> {
+      const held = await store.reservations(orderId);
+      for (const { sku, quantity } of held) {
+        if (quantity > 0) {
+          await trx.updateTable('stock').set({ reserved: sql`reserved - ${quantity}` }).where('sku', '=', sku).execute();
+        }
+      }
+      await trx.updateTable('reservations').set({ quantity: 0 }).where('order_id', '=', orderId).execute();
+      await trx.deleteFrom('backorders').where('order_id', '=', orderId).execute();
+      return held.filter((r) => r.quantity > 0).map(({ sku, quantity }) => ({ sku, quantity }));
+    },
+
+    /** The reservation leaves the warehouse: on hand and reserved both go down. */
+    async deduct(orderId: string): Promise<void> {
+      for (const { sku, quantity } of await store.reservations(orderId)) {
+        await trx
+          .updateTable('stock')
+          .set({
+            on_hand: sql`on_hand - ${quantity}`,
+            reserved: sql`reserved - ${quantity}`,
+            dispatched: sql`dispatched + ${quantity}`,
+          })
+          .where('sku', '=', sku)
+          .execute();
+      }
+    },
+
+    async addStock(sku: string, quantity: number): Promise<boolean> {
+      const result = await trx
+        .updateTable('stock')
+        .set({ on_hand: sql`on_hand + ${quantity}`, replenished: sql`replenished + ${quantity}` })
+        .where('sku', '=', sku)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
+
+    /**
+     * Gives free stock of these SKUs to waiting backorders, first come first served, and returns
+     * the orders that have nothing left waiting.
+     */
+    async fillBackorders(skus: readonly string[]): Promise<NowReserved[]> {
+      const touched = new Set<string>();
+      for (const [sku, level] of await store.stock(skus)) {
+        const waiting = await trx
+          .selectFrom('backorders')
+          .select(['seq', 'order_id as orderId', 'missing'])
+          .where('sku', '=', sku)
+          .orderBy('seq')
+          .execute();
+        for (const { seq, orderId, take } of allocate(waiting, level.onHand - level.reserved)) {
+          await trx.updateTable('stock').set({ reserved: sql`reserved + ${take}` }).where('sku', '=', sku).execute();
+          await trx
+            .updateTable('reservations')
+            .set({ quantity: sql`quantity + ${take}` })
+            .where('order_id', '=', orderId)
+            .where('sku', '=', sku)
+            .execute();
+          await trx.updateTable('backorders').set({ missing: sql`missing - ${take}` }).where('seq', '=', seq).execute();
+          touched.add(orderId);
+        }
+        await trx.deleteFrom('backorders').where('sku', '=', sku).where('missing', '<=', 0).execute();
+      }
+      const ready: NowReserved[] = [];
+      for (const orderId of touched) {
+        const left = await trx.selectFrom('backorders').select('seq').where('order_id', '=', orderId).executeTakeFirst();
+        const order = await store.order(orderId);
+        if (left || order?.status !== 'BACKORDERED') continue;
+        await store.setOrder(orderId, 'RESERVED');
+        const items = (await store.reservations(orderId)).map(({ sku, requested }) => ({ sku, quantity: requested }));
+        ready.push({ orderId, items: items as Items, shippingAddress: JSON.parse(order.shipping_address ?? 'null') });
+      }
+      return ready;
+    },
+  };
+  return store;
+}
+
+export type InventoryStore = ReturnType<typeof inventoryStore>;
+
+/** Seeds the demo catalog into an empty stock table. */
+export async function seedCatalog(db: Db<InventoryTables>): Promise<number> {
+  const existing = await db.selectFrom('stock').select('sku').limit(1).executeTakeFirst();
+  if (existing) return 0;
+  await db
+    .insertInto('stock')
+    .values(
+      DEMO_CATALOG.map((entry) => ({
+        sku: entry.sku,
+        name: entry.name,
+        on_hand: entry.onHand,
+        reserved: 0,
+        reorder_point: entry.reorderPoint,
+        discontinued: entry.discontinued ? 1 : 0,
+        initial: entry.onHand,
+        replenished: 0,
+        dispatched: 0,
+      })),
+    )
+    .execute();
+  return DEMO_CATALOG.length;
+}
+
+/** The read API's view of one SKU. */
+export async function readStock(db: Db<InventoryTables>, sku?: string) {
+  let query = db.selectFrom('stock').selectAll().orderBy('sku');
+  if (sku) query = query.where('sku', '=', sku);
+  const rows = await query.execute();
+  return rows.map((row) => ({
+    sku: row.sku,
+    name: row.name,
+    onHand: row.on_hand,
+    reserved: row.reserved,
+    available: row.on_hand - row.reserved,
+    reorderPoint: row.reorder_point,
+    discontinued: row.discontinued === 1,
+    initial: row.initial,
+    replenished: row.replenished,
+    dispatched: row.dispatched,
+  }));
+}

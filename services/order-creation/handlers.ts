@@ -1,0 +1,39 @@
+/**
+ * order-creation's subscriptions. It listens to every saga event about an order: each one goes
+ * into the order's timeline, and those that decide its fate move its status (domain.ts).
+ */
+import type { RoutingKey } from '../../common/events.ts';
+import type { Handler, Handlers } from '../../common/runner.ts';
+import { decide } from './domain.ts';
+import type { OrderStore } from './store.ts';
+
+const track: Handler<RoutingKey, OrderStore> = async (event, store, { log }) => {
+  await store.record([event]);
+  if (!event.orderId) return [];
+  const order = await store.order(event.orderId);
+  if (!order) {
+    log.warn({ orderId: event.orderId, type: event.type }, 'event about an order this service does not know');
+    return [];
+  }
+  const decision = decide({ id: order.id, status: order.status, cancelReason: order.cancel_reason }, event);
+  if (decision.next) await store.update(order.id, decision.next);
+  return decision.emit;
+};
+
+/** Its own events come back too: the timeline already has them, and routing `order.completed` needs a queue. */
+export const handlers: Handlers<OrderStore> = {
+  'order.created': track,
+  'order.cancel_requested': track,
+  'order.cancelled': track,
+  'order.completed': track,
+  'inventory.reserved': track,
+  'inventory.backordered': track,
+  'inventory.rejected': track,
+  'inventory.released': track,
+  'replenishment.completed': track,
+  'replenishment.failed': track,
+  'shipment.dispatched': track,
+  'shipment.failed': track,
+  'shipment.cancelled': track,
+  'shipment.cancel_rejected': track,
+};

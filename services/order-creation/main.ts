@@ -1,0 +1,37 @@
+/**
+ * order-creation: the public order API; owns the orders, their status and timeline, and the
+ * fate of every order (it turns each failure into order.cancelled).
+ *
+ * Consumes: inventory.reserved, inventory.backordered, inventory.rejected, inventory.released,
+ *           replenishment.completed, replenishment.failed, shipment.dispatched, shipment.failed,
+ *           shipment.cancelled, shipment.cancel_rejected, and its own order.* events (timeline)
+ * Emits:    order.created, order.cancel_requested, order.cancelled, order.completed
+ */
+import { runService } from '../../common/service.ts';
+import { handlers } from './handlers.ts';
+import { addRoutes, cancelOrder, OrderWatch } from './routes.ts';
+import { migrations, type OrderStore, type OrderTables, orderStore, overdueOrders } from './store.ts';
+
+const watch = new OrderWatch();
+
+await runService<OrderTables, OrderStore>({
+  name: 'order-creation',
+  migrations,
+  handlers,
+  store: orderStore,
+  // Its own events enter the timeline in the transaction that emits them.
+  onEmitted: (trx, events) => orderStore(trx).record(events),
+  afterCommit: (events) => {
+    for (const event of events) {
+      if (event.orderId && (event.type === 'order.completed' || event.type === 'order.cancelled')) watch.notify(event.orderId);
+    }
+  },
+  setup({ db, http, runner, config, every, onShutdown }) {
+    addRoutes(http, { db, runner, config, watch });
+    onShutdown(() => watch.close());
+    // The deadline is stored with the order, so it survives a restart of this service.
+    every(Math.min(1000, config.sagaDeadlineMs), async () => {
+      for (const id of await overdueOrders(db)) await cancelOrder(runner, db, id, 'DEADLINE_EXCEEDED');
+    });
+  },
+});

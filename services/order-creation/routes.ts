@@ -1,0 +1,145 @@
+/** The public order API: place, read, list and cancel orders; plus Swagger UI and the document. */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Config } from '../../common/config.ts';
+import type { Db } from '../../common/db.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../../common/errors.ts';
+import { emit, type FailAt, type SagaContext } from '../../common/events.ts';
+import type { components } from '../../common/generated/api.ts';
+import type { HttpServer } from '../../common/http.ts';
+import type { Runner } from '../../common/runner.ts';
+import { type CancelReason, isTerminal, type OrderStatus, requestCancel } from './domain.ts';
+import { listOrders, type OrderStore, type OrderTables, readOrder } from './store.ts';
+
+type CreateOrder = components['schemas']['CreateOrderRequest'];
+
+/** Wakes `?wait=` readers when an order's fate is committed. */
+export class OrderWatch {
+  private readonly emitter = new EventEmitter().setMaxListeners(0);
+  private closed = false;
+
+  notify(orderId: string): void {
+    this.emitter.emit(orderId);
+  }
+
+  /** Resolves on the next notification for the order, after `ms`, or at shutdown. */
+  next(orderId: string, ms: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.emitter.off(orderId, done);
+        this.emitter.off('close', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.emitter.once(orderId, done);
+      this.emitter.once('close', done);
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.emitter.emit('close');
+  }
+}
+
+/** The saga context of an order, for events emitted on its behalf outside a message. */
+export const orderContext = (order: { traceparent: string | null; fail_at: string | null }): SagaContext => ({
+  ...(order.traceparent ? { traceparent: order.traceparent } : {}),
+  ...(order.fail_at ? { failAt: order.fail_at as FailAt } : {}),
+});
+
+/** CANCELLING + order.cancel_requested, in one transaction; the outcome says what the order was. */
+export async function cancelOrder(runner: Runner<OrderTables, OrderStore>, db: Db<OrderTables>, id: string, reason: CancelReason) {
+  const row = await db.selectFrom('orders').select(['traceparent', 'fail_at']).where('id', '=', id).executeTakeFirst();
+  if (!row) return 'missing' as const;
+  return runner.transact(async (store) => {
+    const order = await store.order(id);
+    if (!order) return { value: 'missing' as const, emit: [] };
+    const decision = requestCancel({ id, status: order.status }, reason);
+    if (decision.outcome !== 'requested') return { value: decision.outcome, emit: [] };
+    await store.update(id, { status: 'CANCELLING', cancelReason: reason });
+    return { value: decision.outcome, emit: decision.emit };
+  }, orderContext(row));
+}
+
+export function addRoutes(
+  http: HttpServer,
+  { db, runner, config, watch }: { db: Db<OrderTables>; runner: Runner<OrderTables, OrderStore>; config: Config; watch: OrderWatch },
+): void {
+  http.route('post', '/orders', async ({ body, headers }) => {
+    const failAt = headers['x-fail-at'] as FailAt | undefined;
+    if (failAt && !config.faultInjection) {
+      throw new ValidationError(
+        [{ pointer: '/headers/x-fail-at', detail: 'fault injection is disabled here (FAULT_INJECTION=false)' }],
+        'X-Fail-At is refused: fault injection is disabled by configuration.',
+      );
+    }
+    const request = body as CreateOrder;
+    const id = randomUUID();
+    const now = new Date();
+    const traceparent = `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+    await runner.transact(
+      async (store) => {
+        await store.create({
+          id,
+          customer_id: request.customerId,
+          items: JSON.stringify(request.items),
+          shipping_address: JSON.stringify(request.shippingAddress),
+          traceparent,
+          fail_at: failAt ?? null,
+          created_at: now.toISOString(),
+          deadline_at: new Date(now.getTime() + config.sagaDeadlineMs).toISOString(),
+        });
+        return {
+          value: undefined,
+          emit: [
+            emit('order.created', {
+              orderId: id,
+              customerId: request.customerId,
+              items: request.items,
+              shippingAddress: request.shippingAddress,
+            }),
+          ],
+        };
+      },
+      { traceparent, ...(failAt ? { failAt } : {}) },
+    );
+    return { status: 201, body: await readOrder(db, id), headers: { location: `/orders/${id}` } };
+  });
+
+  http.route('get', '/orders', async ({ query }) => {
+    const page = await listOrders(db, {
+      status: query.status as OrderStatus | undefined,
+      limit: Number(query.limit ?? 50),
+      cursor: query.cursor as string | undefined,
+    });
+    if (!page) throw new ValidationError([{ pointer: '/query/cursor', detail: 'is not a cursor this API gave' }]);
+    return { status: 200, body: page };
+  });
+
+  http.route('get', '/orders/{id}', async ({ params, query }) => {
+    const id = String(params.id);
+    const deadline = Date.now() + Number(query.wait ?? 0);
+    let order = await readOrder(db, id);
+    while (order && !isTerminal(order.status) && Date.now() < deadline) {
+      // Woken at once when the order's fate commits; the short cap also covers another instance deciding it.
+      await watch.next(id, Math.min(250, deadline - Date.now()));
+      order = await readOrder(db, id);
+    }
+    if (!order) throw new NotFoundError(`No order ${id}.`);
+    return { status: 200, body: order };
+  });
+
+  http.route('post', '/orders/{id}/cancel', async ({ params }) => {
+    const id = String(params.id);
+    const outcome = await cancelOrder(runner, db, id, 'CUSTOMER_CANCELLED');
+    if (outcome === 'missing') throw new NotFoundError(`No order ${id}.`);
+    const order = await readOrder(db, id);
+    if (outcome === 'terminal') throw new ConflictError(`Order ${id} is already ${order?.status}: there is nothing to cancel.`);
+    return { status: 202, body: order };
+  });
+
+  http.serveDocs();
+}

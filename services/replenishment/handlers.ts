@@ -1,0 +1,60 @@
+/** Replenishment's subscriptions: routing key → handler, compensations included. */
+import { replenishmentCompensations } from '../../compensation/replenishment.ts';
+import { emit, type SagaContext } from '../../common/events.ts';
+import type { Handler, Handlers, Outcome } from '../../common/runner.ts';
+import { restockQuantity, supplierAnswer } from './domain.ts';
+import type { Replenishment, ReplenishmentStore } from './store.ts';
+
+const orderForBackorder: Handler<'inventory.backordered', ReplenishmentStore> = async (event, store, { config, saga }) => {
+  if (await store.isCancelled(event.data.orderId)) return [];
+  for (const { sku, missing } of event.data.shortages) {
+    await store.request({
+      sku,
+      quantity: missing,
+      orderId: event.data.orderId,
+      trigger: 'inventory.backordered',
+      context: saga,
+      delayMs: config.supplierDelayMs,
+    });
+  }
+  return [];
+};
+
+const restock: Handler<'stock.low', ReplenishmentStore> = async (event, store, { config, saga }) => {
+  if (await store.pendingRestock(event.data.sku)) return [];
+  await store.request({
+    sku: event.data.sku,
+    quantity: restockQuantity(event.data),
+    trigger: 'stock.low',
+    context: saga,
+    delayMs: config.supplierDelayMs,
+  });
+  return [];
+};
+
+export const handlers: Handlers<ReplenishmentStore> = {
+  'inventory.backordered': orderForBackorder,
+  'stock.low': restock,
+  ...replenishmentCompensations,
+};
+
+/** The supplier's answer to one due request: the request is settled and the answer emitted. */
+export async function deliver(
+  store: ReplenishmentStore,
+  request: Replenishment,
+  faultInjection: boolean,
+): Promise<Outcome<void>> {
+  const context = JSON.parse(request.context) as SagaContext;
+  const answer = supplierAnswer(request.sku, faultInjection && context.failAt === 'replenishment');
+  const settled = await store.settle(request.id, answer.delivered ? 'COMPLETED' : 'FAILED', answer.delivered ? undefined : answer.detail);
+  if (!settled) return { value: undefined, emit: [] };
+  const common = { replenishmentId: request.id, sku: request.sku, ...(request.order_id ? { orderId: request.order_id } : {}) };
+  return {
+    value: undefined,
+    emit: [
+      answer.delivered
+        ? emit('replenishment.completed', { ...common, quantity: request.quantity })
+        : emit('replenishment.failed', { ...common, reason: 'REPLENISHMENT_FAILED', detail: answer.detail }),
+    ],
+  };
+}

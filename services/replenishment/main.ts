@@ -1,0 +1,31 @@
+/**
+ * replenishment: purchase requests to a simulated supplier, answered after SUPPLIER_DELAY_MS.
+ *
+ * Consumes: inventory.backordered, stock.low, order.cancelled
+ * Emits:    replenishment.completed, replenishment.failed
+ */
+import type { SagaContext } from '../../common/events.ts';
+import { runService } from '../../common/service.ts';
+import { deliver, handlers } from './handlers.ts';
+import { addRoutes } from './routes.ts';
+import { dueRequests, migrations, type ReplenishmentTables, replenishmentStore } from './store.ts';
+
+await runService<ReplenishmentTables, ReturnType<typeof replenishmentStore>>({
+  name: 'replenishment',
+  migrations,
+  handlers,
+  store: replenishmentStore,
+  setup({ db, http, runner, config, every }) {
+    addRoutes(http, db);
+    // The supplier answers each request once its delay has passed; requests are stored, so a
+    // restart loses none.
+    every(Math.max(20, Math.min(250, config.supplierDelayMs / 4)), async () => {
+      for (const request of await dueRequests(db)) {
+        await runner.transact(
+          (store) => deliver(store, request, config.faultInjection),
+          JSON.parse(request.context) as SagaContext,
+        );
+      }
+    });
+  },
+});
