@@ -120,7 +120,9 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
       this.emit('ready');
     });
     connection.on('error', (error) => this.log.warn({ err: error.message }, 'broker connection error'));
-    connection.on('handler-error', (error) => this.log.error({ err: error }, 'error in a broker event handler'));
+    connection.on('handler-error', (error) =>
+      this.log.error({ err: error }, 'error in a broker event handler'),
+    );
 
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -289,13 +291,23 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
       let written = true;
       confirms.push(
         new Promise((resolve, reject) => {
-          written = channel.publish(message.exchange, message.routingKey, message.content, options, (error) => {
-            const id = options.messageId;
-            if (error) reject(new Error(`broker nacked ${message.routingKey} ${id ?? ''}`));
-            else if (id && this.returned.delete(id))
-              reject(new UnroutableError(`no queue is bound to ${message.exchange}/${message.routingKey} (${id})`));
-            else resolve();
-          });
+          written = channel.publish(
+            message.exchange,
+            message.routingKey,
+            message.content,
+            options,
+            (error) => {
+              const id = options.messageId;
+              if (error) reject(new Error(`broker nacked ${message.routingKey} ${id ?? ''}`));
+              else if (id && this.returned.delete(id))
+                reject(
+                  new UnroutableError(
+                    `no queue is bound to ${message.exchange}/${message.routingKey} (${id})`,
+                  ),
+                );
+              else resolve();
+            },
+          );
         }),
       );
       if (!written) await once(channel, 'drain');

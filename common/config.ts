@@ -15,14 +15,27 @@ interface KeySpec {
 }
 
 export const CONFIG_KEYS = {
-  AMQP_URL: { kind: 'url', default: 'amqp://guest:guest@127.0.0.1:5672', doc: 'RabbitMQ connection URL (vhost in the path).' },
+  AMQP_URL: {
+    kind: 'url',
+    default: 'amqp://guest:guest@127.0.0.1:5672',
+    doc: 'RabbitMQ connection URL (vhost in the path).',
+  },
   SAGA_EXCHANGE: {
     kind: 'string',
     default: 'saga',
     doc: 'The one durable topic exchange. Queue names derive from it (`<exchange>.<service>`), so another name gives an isolated copy of the topology.',
   },
-  QUEUE_TYPE: { kind: 'enum', default: 'quorum', values: ['quorum', 'classic'], doc: 'Type of the work queues.' },
-  DELIVERY_LIMIT: { kind: 'int', default: '20', doc: 'x-delivery-limit of quorum queues: deliveries before the broker dead-letters a message.' },
+  QUEUE_TYPE: {
+    kind: 'enum',
+    default: 'quorum',
+    values: ['quorum', 'classic'],
+    doc: 'Type of the work queues.',
+  },
+  DELIVERY_LIMIT: {
+    kind: 'int',
+    default: '20',
+    doc: 'x-delivery-limit of quorum queues: deliveries before the broker dead-letters a message.',
+  },
   RETRY_ATTEMPTS: {
     kind: 'int',
     default: '5',
@@ -39,9 +52,21 @@ export const CONFIG_KEYS = {
     doc: 'How long handled message ids (inbox) and published outbox rows are kept for deduplication and audit.',
   },
   PREFETCH: { kind: 'int', default: '64', doc: 'Unacknowledged messages a consumer holds at once.' },
-  DATA_DIR: { kind: 'string', default: './data', doc: 'Directory of the SQLite databases, one file per service.' },
-  HTTP_HOST: { kind: 'string', default: '127.0.0.1', doc: 'Address the HTTP servers listen on (0.0.0.0 to expose them).' },
-  ORDER_CREATION_PORT: { kind: 'port', default: '3000', doc: 'HTTP port of order-creation (the public order API).' },
+  DATA_DIR: {
+    kind: 'string',
+    default: './data',
+    doc: 'Directory of the SQLite databases, one file per service.',
+  },
+  HTTP_HOST: {
+    kind: 'string',
+    default: '127.0.0.1',
+    doc: 'Address the HTTP servers listen on (0.0.0.0 to expose them).',
+  },
+  ORDER_CREATION_PORT: {
+    kind: 'port',
+    default: '3000',
+    doc: 'HTTP port of order-creation (the public order API).',
+  },
   INVENTORY_PORT: { kind: 'port', default: '3001', doc: 'HTTP port of inventory.' },
   REPLENISHMENT_PORT: { kind: 'port', default: '3002', doc: 'HTTP port of replenishment.' },
   SHIPMENT_PORT: { kind: 'port', default: '3003', doc: 'HTTP port of shipment.' },
@@ -57,14 +82,26 @@ export const CONFIG_KEYS = {
     default: '30000',
     doc: 'How long a service retries an unreachable broker at start before it exits non-zero.',
   },
-  SHUTDOWN_TIMEOUT_MS: { kind: 'int', default: '8000', doc: 'Bound on the graceful drain at SIGTERM/SIGINT.' },
+  SHUTDOWN_TIMEOUT_MS: {
+    kind: 'int',
+    default: '8000',
+    doc: 'Bound on the graceful drain at SIGTERM/SIGINT.',
+  },
   FAULT_INJECTION: {
     kind: 'bool',
     default: 'true',
     doc: 'Honour the X-Fail-At header. Defaults to false when NODE_ENV=production.',
   },
-  SAGA_DEADLINE_MS: { kind: 'int', default: '30000', doc: 'An order not terminal by then is cancelled with DEADLINE_EXCEEDED.' },
-  SUPPLIER_DELAY_MS: { kind: 'int', default: '300', doc: 'How long the simulated supplier takes to deliver a replenishment.' },
+  SAGA_DEADLINE_MS: {
+    kind: 'int',
+    default: '30000',
+    doc: 'An order not terminal by then is cancelled with DEADLINE_EXCEEDED.',
+  },
+  SUPPLIER_DELAY_MS: {
+    kind: 'int',
+    default: '300',
+    doc: 'How long the simulated supplier takes to deliver a replenishment.',
+  },
   SUPPORTED_COUNTRIES: {
     kind: 'list',
     default: 'AT,BE,CH,DE,DK,ES,FI,FR,GB,IE,IT,NL,NO,PL,PT,SE,US,CA',
@@ -116,7 +153,8 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
   const int = (key: ConfigKey, min: number, max = Number.MAX_SAFE_INTEGER): number => {
     const value = raw(key);
     const n = Number(value);
-    if (!/^\d+$/.test(value) || n < min || n > max) problems.push(`${key}="${value}" must be an integer from ${min} to ${max}`);
+    if (!/^\d+$/.test(value) || n < min || n > max)
+      problems.push(`${key}="${value}" must be an integer from ${min} to ${max}`);
     return n;
   };
   const oneOf = <T extends string>(key: ConfigKey, values: readonly T[]): T => {
@@ -126,19 +164,23 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
   };
   const bool = (key: ConfigKey): boolean => {
     const value = raw(key).toLowerCase();
-    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(value)) problems.push(`${key}="${value}" must be true or false`);
+    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(value))
+      problems.push(`${key}="${value}" must be true or false`);
     return ['true', '1', 'yes'].includes(value);
   };
   const amqpUrl = raw('AMQP_URL');
-  if (!/^amqps?:\/\/[^\s]+$/.test(amqpUrl)) problems.push(`AMQP_URL="${amqpUrl}" must be an amqp:// or amqps:// URL`);
+  if (!/^amqps?:\/\/[^\s]+$/.test(amqpUrl))
+    problems.push(`AMQP_URL="${amqpUrl}" must be an amqp:// or amqps:// URL`);
   const exchange = raw('SAGA_EXCHANGE');
-  if (!/^[\w.-]{1,200}$/.test(exchange)) problems.push(`SAGA_EXCHANGE="${exchange}" must be letters, digits, '.', '-' or '_'`);
+  if (!/^[\w.-]{1,200}$/.test(exchange))
+    problems.push(`SAGA_EXCHANGE="${exchange}" must be letters, digits, '.', '-' or '_'`);
   const supportedCountries = raw('SUPPORTED_COUNTRIES')
     .split(',')
     .map((c) => c.trim().toUpperCase())
     .filter(Boolean);
   for (const country of supportedCountries) {
-    if (!/^[A-Z]{2}$/.test(country)) problems.push(`SUPPORTED_COUNTRIES has "${country}", not an ISO 3166 alpha-2 code`);
+    if (!/^[A-Z]{2}$/.test(country))
+      problems.push(`SUPPORTED_COUNTRIES has "${country}", not an ISO 3166 alpha-2 code`);
   }
   const ports: Record<ServiceName, number> = {
     'order-creation': int('ORDER_CREATION_PORT', 0, 65535),

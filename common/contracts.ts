@@ -77,9 +77,7 @@ function toFieldErrors(errors: ErrorObject[] | null | undefined, prefix: string)
   });
 }
 
-export interface Validator {
-  (value: unknown): FieldError[];
-}
+export type Validator = (value: unknown) => FieldError[];
 
 /**
  * ajv over the bundled document. `validator('#/components/schemas/CreateOrderRequest', '#/body')`
@@ -121,7 +119,12 @@ export class Contracts {
   /** Query and path parameters arrive as strings: this instance coerces them to the schema's types. */
   private coercing(): Ajv2020 {
     if (!this.coercingAjv) {
-      this.coercingAjv = new Ajv2020({ allErrors: true, strict: false, coerceTypes: true, useDefaults: true });
+      this.coercingAjv = new Ajv2020({
+        allErrors: true,
+        strict: false,
+        coerceTypes: true,
+        useDefaults: true,
+      });
       addFormats.default(this.coercingAjv);
       this.coercingAjv.addSchema(this.document as object, 'openapi');
     }
@@ -135,7 +138,9 @@ function rewriteInline(node: unknown): unknown {
   return Object.fromEntries(
     Object.entries(node).map(([key, value]) => [
       key,
-      key === '$ref' && typeof value === 'string' && value.startsWith('#') ? `openapi${value}` : rewriteInline(value),
+      key === '$ref' && typeof value === 'string' && value.startsWith('#')
+        ? `openapi${value}`
+        : rewriteInline(value),
     ]),
   );
 }

@@ -5,7 +5,15 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import SQLite from 'better-sqlite3';
-import { type Generated, Kysely, type Migration, Migrator, SqliteDialect, type Transaction, sql } from 'kysely';
+import {
+  type Generated,
+  Kysely,
+  type Migration,
+  Migrator,
+  SqliteDialect,
+  sql,
+  type Transaction,
+} from 'kysely';
 
 /** The runner's own tables, present in every service's database. */
 export interface RunnerTables {
@@ -28,7 +36,8 @@ export type Tx<T> = Transaction<T & RunnerTables>;
 
 /** The runner's view of any service's database: only its own tables. */
 export const runnerDb = <T>(db: Db<T>): Kysely<RunnerTables> => db as unknown as Kysely<RunnerTables>;
-export const runnerTx = <T>(trx: Tx<T>): Transaction<RunnerTables> => trx as unknown as Transaction<RunnerTables>;
+export const runnerTx = <T>(trx: Tx<T>): Transaction<RunnerTables> =>
+  trx as unknown as Transaction<RunnerTables>;
 
 const runnerMigration: Migration = {
   async up(db) {

@@ -49,7 +49,11 @@ async function readJsonBody(req: Request, limit: number): Promise<unknown> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/json' && !type?.endsWith('+json')) {
     req.resume();
-    throw new AppError(415, 'Unsupported media type', `Send the body as application/json (got ${type || 'no content type'}).`);
+    throw new AppError(
+      415,
+      'Unsupported media type',
+      `Send the body as application/json (got ${type || 'no content type'}).`,
+    );
   }
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > limit) {
@@ -67,19 +71,28 @@ async function readJsonBody(req: Request, limit: number): Promise<unknown> {
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks));
   } catch {
-    throw new ValidationError([{ pointer: '/body', detail: 'is not valid UTF-8' }], 'The body is not valid UTF-8.');
+    throw new ValidationError(
+      [{ pointer: '/body', detail: 'is not valid UTF-8' }],
+      'The body is not valid UTF-8.',
+    );
   }
   try {
     return JSON.parse(text);
   } catch (error) {
-    throw new ValidationError([{ pointer: '/body', detail: `is not valid JSON: ${(error as Error).message}` }], 'The body is not valid JSON.');
+    throw new ValidationError(
+      [{ pointer: '/body', detail: `is not valid JSON: ${(error as Error).message}` }],
+      'The body is not valid JSON.',
+    );
   }
 }
 
 /** Validators for one operation of the document, built once per route. */
 function operationValidators(operation: Operation) {
   const c = contracts();
-  const groups = { path: [], query: [], header: [] } as Record<'path' | 'query' | 'header', NonNullable<Operation['parameters']>>;
+  const groups = { path: [], query: [], header: [] } as Record<
+    'path' | 'query' | 'header',
+    NonNullable<Operation['parameters']>
+  >;
   for (const p of operation.parameters ?? []) groups[p.in].push(p);
   const objectOf = (params: NonNullable<Operation['parameters']>, lowerCase = false) => ({
     type: 'object',
@@ -106,7 +119,9 @@ export class HttpServer {
   readonly server: restify.Server;
   /** Every route this server answers, as `METHOD /path/{param}` (the document's notation). */
   readonly routes: string[] = [];
-  private readonly document = contracts().document as unknown as { paths: Record<string, Record<string, Operation>> };
+  private readonly document = contracts().document as unknown as {
+    paths: Record<string, Record<string, Operation>>;
+  };
   private closing = false;
 
   constructor(private readonly options: HttpServerOptions) {
@@ -118,38 +133,60 @@ export class HttpServer {
       // restify's own errors (unknown route, wrong method) are rendered through this formatter.
       formatters: { [PROBLEM_JSON]: (_req, _res, body) => JSON.stringify(body) },
     });
-    this.server.pre((req, res, next) => {
+    this.server.pre((_req, res, next) => {
       // The read APIs are called from Swagger UI on the order API's port.
       res.setHeader('Access-Control-Allow-Origin', '*');
       if (this.closing) res.setHeader('Connection', 'close');
       return next();
     });
     this.server.use(restify.plugins.queryParser({ mapParams: false }));
-    const notFound = (req: Request, res: Response, error: Error & { statusCode?: number }, cb: () => void) => {
+    const notFound = (
+      req: Request,
+      res: Response,
+      error: Error & { statusCode?: number },
+      cb: () => void,
+    ) => {
       const status = error.statusCode ?? 404;
       const title = status === 405 ? 'Method not allowed' : 'Not found';
-      const problem = new AppError(status, title, `${req.method} ${req.url} is not a route of ${config.service}.`);
+      const problem = new AppError(
+        status,
+        title,
+        `${req.method} ${req.url} is not a route of ${config.service}.`,
+      );
       (error as unknown as { toJSON: () => unknown }).toJSON = () => problem.toProblem(req.url);
       res.setHeader('content-type', PROBLEM_JSON);
       cb();
     };
     this.server.on('NotFound', notFound);
     this.server.on('MethodNotAllowed', notFound);
-    this.server.on('restifyError', (req: Request, res: Response, error: Error & { statusCode?: number }, cb: () => void) => {
-      if (!(error as { toJSON?: unknown }).toJSON || !res.getHeader('content-type')) {
-        const status = error.statusCode ?? 500;
-        const problem = new AppError(status, status >= 500 ? 'Internal error' : 'Bad request', error.message);
-        (error as unknown as { toJSON: () => unknown }).toJSON = () => problem.toProblem(req.url);
-      }
-      res.setHeader('content-type', PROBLEM_JSON);
-      log.debug({ err: error.message, url: req.url }, 'restify error');
-      cb();
-    });
-    this.route('get', '/health/live', () => ({ status: 200, body: { status: 'ok', service: config.service } }));
+    this.server.on(
+      'restifyError',
+      (req: Request, res: Response, error: Error & { statusCode?: number }, cb: () => void) => {
+        if (!(error as { toJSON?: unknown }).toJSON || !res.getHeader('content-type')) {
+          const status = error.statusCode ?? 500;
+          const problem = new AppError(
+            status,
+            status >= 500 ? 'Internal error' : 'Bad request',
+            error.message,
+          );
+          (error as unknown as { toJSON: () => unknown }).toJSON = () => problem.toProblem(req.url);
+        }
+        res.setHeader('content-type', PROBLEM_JSON);
+        log.debug({ err: error.message, url: req.url }, 'restify error');
+        cb();
+      },
+    );
+    this.route('get', '/health/live', () => ({
+      status: 200,
+      body: { status: 'ok', service: config.service },
+    }));
     this.route('get', '/health/ready', () => {
       const checks = this.closing ? { ...options.checks(), accepting: false } : options.checks();
       const ok = Object.values(checks).every(Boolean);
-      return { status: ok ? 200 : 503, body: { status: ok ? 'ok' : 'unavailable', service: config.service, checks } };
+      return {
+        status: ok ? 200 : 503,
+        body: { status: ok ? 'ok' : 'unavailable', service: config.service, checks },
+      };
     });
   }
 
@@ -159,7 +196,8 @@ export class HttpServer {
    */
   route(method: Method, path: string, handler: RouteHandler): void {
     const operation = this.document.paths[path]?.[method];
-    if (!operation) throw new Error(`${method.toUpperCase()} ${path} is not in openapi/openapi.json: document it first`);
+    if (!operation)
+      throw new Error(`${method.toUpperCase()} ${path} is not in openapi/openapi.json: document it first`);
     const validate = operationValidators(operation);
     const limit = this.options.config.bodyLimitBytes;
     this.routes.push(`${method.toUpperCase()} ${path}`);
@@ -171,7 +209,11 @@ export class HttpServer {
         const headers = Object.fromEntries(
           Object.entries(req.headers).map(([k, v]) => [k.toLowerCase(), Array.isArray(v) ? v.join(',') : v]),
         );
-        const errors: FieldError[] = [...validate.path(params), ...validate.query(query), ...validate.headers(headers)];
+        const errors: FieldError[] = [
+          ...validate.path(params),
+          ...validate.query(query),
+          ...validate.headers(headers),
+        ];
         let body: unknown;
         if (validate.body) {
           body = await readJsonBody(req, limit);
@@ -192,14 +234,23 @@ export class HttpServer {
       return;
     }
     this.options.log.error({ err: error, url: req.url, method: req.method }, 'request failed');
-    sendRaw(res, 500, PROBLEM_JSON, problemBody(new AppError(500, 'Internal error', 'The request failed; the error is logged.'), req.url));
+    sendRaw(
+      res,
+      500,
+      PROBLEM_JSON,
+      problemBody(new AppError(500, 'Internal error', 'The request failed; the error is logged.'), req.url),
+    );
   }
 
   /** Serves the bundled document (servers pointed at this host's configured ports) and Swagger UI. */
   serveDocs(): void {
     const assets = swaggerUi.getAbsoluteFSPath();
     this.route('get', '/openapi.json', ({ raw }) => ({ status: 200, body: this.documentFor(raw) }));
-    this.route('get', '/docs', () => ({ status: 200, body: DOCS_HTML, headers: { 'content-type': 'text/html; charset=utf-8' } }));
+    this.route('get', '/docs', () => ({
+      status: 200,
+      body: DOCS_HTML,
+      headers: { 'content-type': 'text/html; charset=utf-8' },
+    }));
     const files: Record<string, string> = {
       'swagger-ui.css': 'text/css',
       'swagger-ui-bundle.js': 'application/javascript',
@@ -210,14 +261,21 @@ export class HttpServer {
       const asset = String(params.asset);
       const type = files[asset];
       if (!type) throw new AppError(404, 'Not found', `No Swagger UI asset ${asset}.`);
-      return { status: 200, body: readFileSync(join(assets, asset)), headers: { 'content-type': type, 'cache-control': 'max-age=3600' } };
+      return {
+        status: 200,
+        body: readFileSync(join(assets, asset)),
+        headers: { 'content-type': type, 'cache-control': 'max-age=3600' },
+      };
     });
   }
 
   private documentFor(req: Request): object {
     const { ports } = this.options.config;
     const host = (req.headers.host ?? 'localhost').replace(/:\d+$/, '');
-    const doc = structuredClone(contracts().document) as { servers: { url: string }[]; paths: Record<string, Record<string, unknown>> };
+    const doc = structuredClone(contracts().document) as {
+      servers: { url: string }[];
+      paths: Record<string, Record<string, unknown>>;
+    };
     doc.servers = [{ url: '/', description: 'order-creation' } as { url: string }];
     for (const item of Object.values(doc.paths)) {
       const service = item['x-service'];
@@ -245,7 +303,10 @@ export class HttpServer {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.server.closeIdleConnections();
-    const timer = setTimeout(() => this.server.server.closeAllConnections(), Math.max(0, deadline - Date.now()));
+    const timer = setTimeout(
+      () => this.server.server.closeAllConnections(),
+      Math.max(0, deadline - Date.now()),
+    );
     await closed;
     clearTimeout(timer);
   }

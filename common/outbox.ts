@@ -5,10 +5,10 @@
  * and retries with a delay while the broker is away, so nothing committed is ever lost.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import type { Kysely, Transaction } from 'kysely';
 import type { Broker, OutgoingMessage } from './amqp.ts';
 import { contracts } from './contracts.ts';
 import { nowIso, type RunnerTables } from './db.ts';
-import type { Kysely, Transaction } from 'kysely';
 import type { Emit, SagaContext, SagaEvent, ServiceName } from './events.ts';
 import { orderIdOf } from './events.ts';
 import type { Logger } from './logger.ts';
@@ -142,7 +142,13 @@ export class OutboxRelay {
     }
   }
 
-  private toMessage(row: { id: string; routing_key: string; body: string; headers: string; created_at: string }): OutgoingMessage {
+  private toMessage(row: {
+    id: string;
+    routing_key: string;
+    body: string;
+    headers: string;
+    created_at: string;
+  }): OutgoingMessage {
     const event = JSON.parse(row.body) as SagaEvent;
     return {
       exchange: this.broker.names.exchange,

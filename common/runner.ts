@@ -104,7 +104,10 @@ export class Runner<T, S> {
       this.inFlight.add(work);
       void work.finally(() => this.inFlight.delete(work));
     });
-    this.pruneTimer = setInterval(() => void this.prune(), Math.min(this.options.config.inboxRetentionMs, 3_600_000));
+    this.pruneTimer = setInterval(
+      () => void this.prune(),
+      Math.min(this.options.config.inboxRetentionMs, 3_600_000),
+    );
     this.pruneTimer.unref();
   }
 
@@ -159,7 +162,11 @@ export class Runner<T, S> {
     }
     const handler = handlers[event.type] as Handler<RoutingKey, S> | undefined;
     if (!handler) {
-      return this.park(message, channel, new PermanentError('unknown-routing-key', `no handler for ${event.type}`));
+      return this.park(
+        message,
+        channel,
+        new PermanentError('unknown-routing-key', `no handler for ${event.type}`),
+      );
     }
     const headers = message.properties.headers ?? {};
     const failAtHeader = headers[HEADER.failAt];
@@ -191,7 +198,12 @@ export class Runner<T, S> {
   }
 
   /** Sends the message to the next delay queue (attempt + 1), or parks it after the last attempt. */
-  private async retry(message: ConsumeMessage, channel: Channel, event: SagaEvent, error: Error): Promise<void> {
+  private async retry(
+    message: ConsumeMessage,
+    channel: Channel,
+    event: SagaEvent,
+    error: Error,
+  ): Promise<void> {
     const { broker, log } = this.options;
     const attempt = attemptOf(message);
     if (attempt >= this.options.config.retryAttempts) {
@@ -199,7 +211,10 @@ export class Runner<T, S> {
     }
     const tier = Math.min(attempt - 1, this.delays.length - 1);
     const delay = this.delays[tier] ?? 0;
-    log.warn({ err: error.message, type: event.type, id: event.id, attempt, retryInMs: delay }, 'handler failed, will retry');
+    log.warn(
+      { err: error.message, type: event.type, id: event.id, attempt, retryInMs: delay },
+      'handler failed, will retry',
+    );
     try {
       await broker.publish([
         {
@@ -211,24 +226,39 @@ export class Runner<T, S> {
             // The tier's queue TTL is 1.25×delay; jitter the message below it. A message waits at most
             // the jitter width behind a longer-lived one: no real head-of-line blocking.
             expiration: String(Math.round(delay * (0.75 + Math.random() * 0.5))),
-            headers: { ...message.properties.headers, [ATTEMPT_HEADER]: attempt + 1 },
+            headers: {
+              ...message.properties.headers,
+              [ATTEMPT_HEADER]: attempt + 1,
+              // Back from the delay queue, the routing key is the queue's name: keep the original.
+              [DEAD_HEADER.routingKey]: this.originalRoutingKey(message),
+            },
           },
         },
       ]);
       ack(channel, message);
     } catch (publishError) {
-      log.warn({ err: (publishError as Error).message }, 'could not schedule the retry; the message goes back to the queue');
+      log.warn(
+        { err: (publishError as Error).message },
+        'could not schedule the retry; the message goes back to the queue',
+      );
       nack(channel, message, true);
     }
   }
 
   /** Parks the message unchanged in the dead-letter queue, with headers saying why; then acks it. */
-  private async park(message: ConsumeMessage, channel: Channel, error: Error, reason?: string): Promise<void> {
+  private async park(
+    message: ConsumeMessage,
+    channel: Channel,
+    error: Error,
+    reason?: string,
+  ): Promise<void> {
     const { broker, log } = this.options;
     const why = reason ?? (error instanceof PermanentError ? error.reason : 'handler-error');
-    const routingKey =
-      message.fields.routingKey === broker.names.queue ? String(message.properties.type ?? '') : message.fields.routingKey;
-    log.error({ reason: why, err: error.message, routingKey, messageId: message.properties.messageId }, 'message parked in the dead-letter queue');
+    const routingKey = this.originalRoutingKey(message);
+    log.error(
+      { reason: why, err: error.message, routingKey, messageId: message.properties.messageId },
+      'message parked in the dead-letter queue',
+    );
     try {
       await broker.publish([
         {
@@ -257,13 +287,26 @@ export class Runner<T, S> {
     }
   }
 
+  private originalRoutingKey(message: ConsumeMessage): string {
+    const kept = message.properties.headers?.[DEAD_HEADER.routingKey];
+    if (typeof kept === 'string') return kept;
+    const { routingKey } = message.fields;
+    return routingKey === this.options.broker.names.queue
+      ? String(message.properties.type ?? '')
+      : routingKey;
+  }
+
   /** Forgets handled message ids and published outbox rows older than the retention window. */
   async prune(): Promise<void> {
     const db = runnerDb(this.options.db);
     const { config } = this.options;
     const before = new Date(Date.now() - config.inboxRetentionMs).toISOString();
     await db.deleteFrom('inbox').where('handled_at', '<', before).execute();
-    await db.deleteFrom('outbox').where('published_at', 'is not', null).where('published_at', '<', before).execute();
+    await db
+      .deleteFrom('outbox')
+      .where('published_at', 'is not', null)
+      .where('published_at', '<', before)
+      .execute();
   }
 }
 
@@ -280,13 +323,18 @@ export function decode(message: ConsumeMessage): SagaEvent {
     throw new PermanentError('schema-invalid', `invalid envelope: ${JSON.stringify(envelopeProblems)}`);
   }
   const event = body as SagaEvent;
-  if (!isRoutingKey(event.type)) throw new PermanentError('unknown-routing-key', `unknown event type ${event.type}`);
+  if (!isRoutingKey(event.type))
+    throw new PermanentError('unknown-routing-key', `unknown event type ${event.type}`);
   const type = message.properties.type;
   if (type !== undefined && type !== event.type) {
-    throw new PermanentError('schema-invalid', `AMQP type ${String(type)} differs from the body's type ${event.type}`);
+    throw new PermanentError(
+      'schema-invalid',
+      `AMQP type ${String(type)} differs from the body's type ${event.type}`,
+    );
   }
   const problems = contracts().validator(`#/components/schemas/${event.type}`, '/data')(event.data);
-  if (problems.length > 0) throw new PermanentError('schema-invalid', `invalid ${event.type}: ${JSON.stringify(problems)}`);
+  if (problems.length > 0)
+    throw new PermanentError('schema-invalid', `invalid ${event.type}: ${JSON.stringify(problems)}`);
   return event;
 }
 

@@ -11,7 +11,7 @@ import type { SagaEvent, ServiceName } from './events.ts';
 import { HttpServer } from './http.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { OutboxRelay } from './outbox.ts';
-import { type Handlers, retryDelays, Runner } from './runner.ts';
+import { type Handlers, Runner, retryDelays } from './runner.ts';
 
 export interface ServiceDefinition<T, S> {
   name: ServiceName;
@@ -134,7 +134,10 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
   }
   relay.start();
   await runner.start();
-  log.info({ port: http.port, queue: broker.names.queue, subscriptions: runner.subscriptions.length }, 'ready');
+  log.info(
+    { port: http.port, queue: broker.names.queue, subscriptions: runner.subscriptions.length },
+    'ready',
+  );
   return { app, stop, broker, relay };
 }
 
@@ -151,7 +154,9 @@ export async function runService<T, S>(definition: ServiceDefinition<T, S>): Pro
     if (error instanceof ConfigError || error instanceof BrokerUnreachableError) {
       console.error(`${definition.name}: ${error.message}`);
     } else if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      console.error(`${definition.name}: ${(error as Error).message}: another process holds the port; set the *_PORT variables.`);
+      console.error(
+        `${definition.name}: ${(error as Error).message}: another process holds the port; set the *_PORT variables.`,
+      );
     } else {
       console.error(`${definition.name}: failed to start:`, error);
     }

@@ -14,7 +14,11 @@ export const reservedEvents = (ready: NowReserved[]): Emit[] =>
  * order.cancelled → release the order's reservation (and drop its backorders). Arriving before
  * order.created, it leaves a tombstone so that the late order.created is refused.
  */
-export const releaseReservation: Handler<'order.cancelled', InventoryStore> = async ({ data }, store, { log }) => {
+export const releaseReservation: Handler<'order.cancelled', InventoryStore> = async (
+  { data },
+  store,
+  { log },
+) => {
   const order = await store.order(data.orderId);
   if (!order) {
     await store.setOrder(data.orderId, 'CANCELLED');
@@ -43,7 +47,11 @@ export const rejectUnfillable: Handler<'replenishment.failed', InventoryStore> =
   await store.setOrder(data.orderId, 'REJECTED');
   const ready = await store.fillBackorders(released.map((r) => r.sku));
   return [
-    emit('inventory.rejected', { orderId: data.orderId, reason: 'REPLENISHMENT_FAILED', detail: data.detail }),
+    emit('inventory.rejected', {
+      orderId: data.orderId,
+      reason: 'REPLENISHMENT_FAILED',
+      detail: data.detail,
+    }),
     ...reservedEvents(ready),
   ];
 };

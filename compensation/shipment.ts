@@ -9,7 +9,10 @@ import type { ShipmentStore } from '../services/shipment/store.ts';
 export const neverDispatch: Handler<'order.cancelled', ShipmentStore> = async ({ data }, store, { log }) => {
   const shipment = await store.shipment(data.orderId);
   if (shipment?.status === 'DISPATCHED') {
-    log.error({ orderId: data.orderId }, 'order.cancelled for a dispatched order: the pivot protocol was bypassed');
+    log.error(
+      { orderId: data.orderId },
+      'order.cancelled for a dispatched order: the pivot protocol was bypassed',
+    );
   }
   if (shipment) return [];
   await store.record({

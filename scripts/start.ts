@@ -7,8 +7,20 @@ import { createInterface } from 'node:readline';
 import { ConfigError, loadConfig, redactUrl } from '../common/config.ts';
 import { SERVICES, type ServiceName } from '../common/events.ts';
 
-const COLORS: Record<ServiceName, number> = { 'order-creation': 36, inventory: 33, replenishment: 35, shipment: 32 };
-const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+const COLORS: Record<ServiceName, number> = {
+  'order-creation': 36,
+  inventory: 33,
+  replenishment: 35,
+  shipment: 32,
+};
+const LEVELS: Record<number, string> = {
+  10: 'trace',
+  20: 'debug',
+  30: 'info',
+  40: 'WARN',
+  50: 'ERROR',
+  60: 'FATAL',
+};
 const tty = process.stdout.isTTY;
 const paint = (code: number, text: string) => (tty ? `\x1b[${code}m${text}\x1b[0m` : text);
 

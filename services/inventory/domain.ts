@@ -17,7 +17,8 @@ export interface Line {
 export const available = (stock: StockLevel): number => stock.onHand - stock.reserved;
 
 /** At or under the reorder point, and worth reordering (a discontinued SKU is not). */
-export const isLow = (stock: StockLevel): boolean => !stock.discontinued && available(stock) <= stock.reorderPoint;
+export const isLow = (stock: StockLevel): boolean =>
+  !stock.discontinued && available(stock) <= stock.reorderPoint;
 
 export type Rejection = Pick<EventData<'inventory.rejected'>, 'reason' | 'detail'>;
 
@@ -41,11 +42,15 @@ export function planReservation(
   stock: ReadonlyMap<string, StockLevel>,
   injectedFailure = false,
 ): ReservationPlan {
-  if (injectedFailure) return { kind: 'rejected', rejection: { reason: 'INVENTORY_REJECTED', detail: 'INJECTED' } };
+  if (injectedFailure)
+    return { kind: 'rejected', rejection: { reason: 'INVENTORY_REJECTED', detail: 'INJECTED' } };
   const lines = mergeLines(items);
   const unknown = lines.filter((line) => !stock.has(line.sku)).map((line) => line.sku);
   if (unknown.length > 0) {
-    return { kind: 'rejected', rejection: { reason: 'UNKNOWN_SKU', detail: `unknown SKU: ${unknown.join(', ')}` } };
+    return {
+      kind: 'rejected',
+      rejection: { reason: 'UNKNOWN_SKU', detail: `unknown SKU: ${unknown.join(', ')}` },
+    };
   }
   return {
     kind: 'reserve',
@@ -63,7 +68,10 @@ export interface Waiting {
 }
 
 /** First come, first served: how much of `free` stock each waiting backorder gets, in order. */
-export function allocate(waiting: readonly Waiting[], free: number): { seq: number; orderId: string; take: number }[] {
+export function allocate(
+  waiting: readonly Waiting[],
+  free: number,
+): { seq: number; orderId: string; take: number }[] {
   const out: { seq: number; orderId: string; take: number }[] = [];
   let left = free;
   for (const backorder of waiting) {

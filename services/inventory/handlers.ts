@@ -1,7 +1,8 @@
 /** Inventory's subscriptions: routing key → handler, compensations included. */
-import { inventoryCompensations, reservedEvents } from '../../compensation/inventory.ts';
+
 import { type Emit, emit } from '../../common/events.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
+import { inventoryCompensations, reservedEvents } from '../../compensation/inventory.ts';
 import { isLow, planReservation } from './domain.ts';
 import type { InventoryStore } from './store.ts';
 
@@ -10,7 +11,9 @@ async function lowStockEvents(store: InventoryStore, skus: readonly string[]): P
   const levels = await store.stock(skus);
   return [...levels.values()]
     .filter(isLow)
-    .map((s) => emit('stock.low', { sku: s.sku, available: s.onHand - s.reserved, reorderPoint: s.reorderPoint }));
+    .map((s) =>
+      emit('stock.low', { sku: s.sku, available: s.onHand - s.reserved, reorderPoint: s.reorderPoint }),
+    );
 }
 
 const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store, { failAt }) => {
@@ -30,9 +33,22 @@ const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store
   await store.setOrder(data.orderId, shortages.length > 0 ? 'BACKORDERED' : 'RESERVED', data.shippingAddress);
   const outcome =
     shortages.length > 0
-      ? emit('inventory.backordered', { orderId: data.orderId, shortages: shortages as [typeof shortages[0]] })
-      : emit('inventory.reserved', { orderId: data.orderId, items: data.items, shippingAddress: data.shippingAddress });
-  return [outcome, ...(await lowStockEvents(store, plan.lines.map((l) => l.sku)))];
+      ? emit('inventory.backordered', {
+          orderId: data.orderId,
+          shortages: shortages as [(typeof shortages)[0]],
+        })
+      : emit('inventory.reserved', {
+          orderId: data.orderId,
+          items: data.items,
+          shippingAddress: data.shippingAddress,
+        });
+  return [
+    outcome,
+    ...(await lowStockEvents(
+      store,
+      plan.lines.map((l) => l.sku),
+    )),
+  ];
 };
 
 const restock: Handler<'replenishment.completed', InventoryStore> = async ({ data }, store, { log }) => {
@@ -47,7 +63,8 @@ const restock: Handler<'replenishment.completed', InventoryStore> = async ({ dat
 const deduct: Handler<'shipment.dispatched', InventoryStore> = async ({ data }, store, { log }) => {
   const order = await store.order(data.orderId);
   if (order?.status !== 'RESERVED') {
-    if (order?.status !== 'DEDUCTED') log.error({ orderId: data.orderId, status: order?.status }, 'dispatched without a reservation');
+    if (order?.status !== 'DEDUCTED')
+      log.error({ orderId: data.orderId, status: order?.status }, 'dispatched without a reservation');
     return [];
   }
   await store.deduct(data.orderId);

@@ -9,7 +9,13 @@ import { allocate, type StockLevel } from './domain.ts';
  * What inventory knows of an order. CANCELLED is a tombstone: the cancellation arrived before
  * order.created, which is then refused.
  */
-export type InventoryOrderStatus = 'RESERVED' | 'BACKORDERED' | 'REJECTED' | 'DEDUCTED' | 'RELEASED' | 'CANCELLED';
+export type InventoryOrderStatus =
+  | 'RESERVED'
+  | 'BACKORDERED'
+  | 'REJECTED'
+  | 'DEDUCTED'
+  | 'RELEASED'
+  | 'CANCELLED';
 
 export interface InventoryTables {
   stock: {
@@ -23,7 +29,12 @@ export interface InventoryTables {
     replenished: number;
     dispatched: number;
   };
-  orders: { order_id: string; status: InventoryOrderStatus; shipping_address: string | null; updated_at: string };
+  orders: {
+    order_id: string;
+    status: InventoryOrderStatus;
+    shipping_address: string | null;
+    updated_at: string;
+  };
   reservations: { order_id: string; sku: string; requested: number; quantity: number };
   backorders: { seq: Generated<number>; order_id: string; sku: string; missing: number };
 }
@@ -108,7 +119,9 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
         .insertInto('orders')
         .values({ order_id: orderId, status, shipping_address: address, updated_at: nowIso() })
         .onConflict((oc) =>
-          oc.column('order_id').doUpdateSet({ status, updated_at: nowIso(), ...(address ? { shipping_address: address } : {}) }),
+          oc
+            .column('order_id')
+            .doUpdateSet({ status, updated_at: nowIso(), ...(address ? { shipping_address: address } : {}) }),
         )
         .execute();
     },
@@ -116,12 +129,18 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
     /** Reserves `quantity` more of `sku` for the order (the line asked for `requested`). */
     async reserve(orderId: string, sku: string, requested: number, quantity: number): Promise<void> {
       if (quantity > 0) {
-        await trx.updateTable('stock').set({ reserved: sql`reserved + ${quantity}` }).where('sku', '=', sku).execute();
+        await trx
+          .updateTable('stock')
+          .set({ reserved: sql`reserved + ${quantity}` })
+          .where('sku', '=', sku)
+          .execute();
       }
       await trx
         .insertInto('reservations')
         .values({ order_id: orderId, sku, requested, quantity })
-        .onConflict((oc) => oc.columns(['order_id', 'sku']).doUpdateSet({ quantity: sql`reservations.quantity + ${quantity}` }))
+        .onConflict((oc) =>
+          oc.columns(['order_id', 'sku']).doUpdateSet({ quantity: sql`reservations.quantity + ${quantity}` }),
+        )
         .execute();
     },
 
@@ -130,7 +149,12 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
     },
 
     async reservations(orderId: string) {
-      return trx.selectFrom('reservations').selectAll().where('order_id', '=', orderId).orderBy('sku').execute();
+      return trx
+        .selectFrom('reservations')
+        .selectAll()
+        .where('order_id', '=', orderId)
+        .orderBy('sku')
+        .execute();
     },
 
     /** Gives back every unit reserved for the order and drops its backorders; returns what was released. */
@@ -138,7 +162,11 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
       const held = await store.reservations(orderId);
       for (const { sku, quantity } of held) {
         if (quantity > 0) {
-          await trx.updateTable('stock').set({ reserved: sql`reserved - ${quantity}` }).where('sku', '=', sku).execute();
+          await trx
+            .updateTable('stock')
+            .set({ reserved: sql`reserved - ${quantity}` })
+            .where('sku', '=', sku)
+            .execute();
         }
       }
       await trx.updateTable('reservations').set({ quantity: 0 }).where('order_id', '=', orderId).execute();
@@ -184,26 +212,45 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
           .orderBy('seq')
           .execute();
         for (const { seq, orderId, take } of allocate(waiting, level.onHand - level.reserved)) {
-          await trx.updateTable('stock').set({ reserved: sql`reserved + ${take}` }).where('sku', '=', sku).execute();
+          await trx
+            .updateTable('stock')
+            .set({ reserved: sql`reserved + ${take}` })
+            .where('sku', '=', sku)
+            .execute();
           await trx
             .updateTable('reservations')
             .set({ quantity: sql`quantity + ${take}` })
             .where('order_id', '=', orderId)
             .where('sku', '=', sku)
             .execute();
-          await trx.updateTable('backorders').set({ missing: sql`missing - ${take}` }).where('seq', '=', seq).execute();
+          await trx
+            .updateTable('backorders')
+            .set({ missing: sql`missing - ${take}` })
+            .where('seq', '=', seq)
+            .execute();
           touched.add(orderId);
         }
         await trx.deleteFrom('backorders').where('sku', '=', sku).where('missing', '<=', 0).execute();
       }
       const ready: NowReserved[] = [];
       for (const orderId of touched) {
-        const left = await trx.selectFrom('backorders').select('seq').where('order_id', '=', orderId).executeTakeFirst();
+        const left = await trx
+          .selectFrom('backorders')
+          .select('seq')
+          .where('order_id', '=', orderId)
+          .executeTakeFirst();
         const order = await store.order(orderId);
         if (left || order?.status !== 'BACKORDERED') continue;
         await store.setOrder(orderId, 'RESERVED');
-        const items = (await store.reservations(orderId)).map(({ sku, requested }) => ({ sku, quantity: requested }));
-        ready.push({ orderId, items: items as Items, shippingAddress: JSON.parse(order.shipping_address ?? 'null') });
+        const items = (await store.reservations(orderId)).map(({ sku, requested }) => ({
+          sku,
+          quantity: requested,
+        }));
+        ready.push({
+          orderId,
+          items: items as Items,
+          shippingAddress: JSON.parse(order.shipping_address ?? 'null'),
+        });
       }
       return ready;
     },

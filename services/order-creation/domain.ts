@@ -3,8 +3,9 @@
  * failure ends CANCELLED with its reason and `order.cancelled`, which the other services'
  * compensations undo; dispatch completes it.
  */
-import type { components } from '../../common/generated/api.ts';
+
 import { type Emit, emit, type SagaEvent } from '../../common/events.ts';
+import type { components } from '../../common/generated/api.ts';
 
 export type OrderStatus = components['schemas']['OrderStatus'];
 export type FailureReason = components['schemas']['FailureReason'];
@@ -42,7 +43,9 @@ export function decide(order: OrderState, event: SagaEvent): Decision {
     case 'inventory.backordered':
       return status === 'PENDING' ? { next: { status: 'AWAITING_STOCK' }, emit: [] } : unchanged;
     case 'inventory.reserved':
-      return status === 'PENDING' || status === 'AWAITING_STOCK' ? { next: { status: 'RESERVED' }, emit: [] } : unchanged;
+      return status === 'PENDING' || status === 'AWAITING_STOCK'
+        ? { next: { status: 'RESERVED' }, emit: [] }
+        : unchanged;
     case 'inventory.rejected':
       return cancel(id, (event as SagaEvent<'inventory.rejected'>).data.reason);
     case 'shipment.failed':
@@ -61,7 +64,10 @@ export function decide(order: OrderState, event: SagaEvent): Decision {
   }
 }
 
-export type CancelRequest = { outcome: 'requested'; emit: Emit[] } | { outcome: 'already-requested' } | { outcome: 'terminal' };
+export type CancelRequest =
+  | { outcome: 'requested'; emit: Emit[] }
+  | { outcome: 'already-requested' }
+  | { outcome: 'terminal' };
 
 /** A cancel (customer or deadline) asks shipment, the pivot owner, before anything is undone. */
 export function requestCancel(order: OrderState, reason: CancelReason): CancelRequest {

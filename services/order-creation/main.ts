@@ -23,7 +23,8 @@ await runService<OrderTables, OrderStore>({
   onEmitted: (trx, events) => orderStore(trx).record(events),
   afterCommit: (events) => {
     for (const event of events) {
-      if (event.orderId && (event.type === 'order.completed' || event.type === 'order.cancelled')) watch.notify(event.orderId);
+      if (event.orderId && (event.type === 'order.completed' || event.type === 'order.cancelled'))
+        watch.notify(event.orderId);
     }
   },
   setup({ db, http, runner, config, every, onShutdown }) {

@@ -51,8 +51,17 @@ export const orderContext = (order: { traceparent: string | null; fail_at: strin
 });
 
 /** CANCELLING + order.cancel_requested, in one transaction; the outcome says what the order was. */
-export async function cancelOrder(runner: Runner<OrderTables, OrderStore>, db: Db<OrderTables>, id: string, reason: CancelReason) {
-  const row = await db.selectFrom('orders').select(['traceparent', 'fail_at']).where('id', '=', id).executeTakeFirst();
+export async function cancelOrder(
+  runner: Runner<OrderTables, OrderStore>,
+  db: Db<OrderTables>,
+  id: string,
+  reason: CancelReason,
+) {
+  const row = await db
+    .selectFrom('orders')
+    .select(['traceparent', 'fail_at'])
+    .where('id', '=', id)
+    .executeTakeFirst();
   if (!row) return 'missing' as const;
   return runner.transact(async (store) => {
     const order = await store.order(id);
@@ -66,13 +75,23 @@ export async function cancelOrder(runner: Runner<OrderTables, OrderStore>, db: D
 
 export function addRoutes(
   http: HttpServer,
-  { db, runner, config, watch }: { db: Db<OrderTables>; runner: Runner<OrderTables, OrderStore>; config: Config; watch: OrderWatch },
+  {
+    db,
+    runner,
+    config,
+    watch,
+  }: { db: Db<OrderTables>; runner: Runner<OrderTables, OrderStore>; config: Config; watch: OrderWatch },
 ): void {
   http.route('post', '/orders', async ({ body, headers }) => {
     const failAt = headers['x-fail-at'] as FailAt | undefined;
     if (failAt && !config.faultInjection) {
       throw new ValidationError(
-        [{ pointer: '/headers/x-fail-at', detail: 'fault injection is disabled here (FAULT_INJECTION=false)' }],
+        [
+          {
+            pointer: '/headers/x-fail-at',
+            detail: 'fault injection is disabled here (FAULT_INJECTION=false)',
+          },
+        ],
         'X-Fail-At is refused: fault injection is disabled by configuration.',
       );
     }
@@ -115,7 +134,8 @@ export function addRoutes(
       limit: Number(query.limit ?? 50),
       cursor: query.cursor as string | undefined,
     });
-    if (!page) throw new ValidationError([{ pointer: '/query/cursor', detail: 'is not a cursor this API gave' }]);
+    if (!page)
+      throw new ValidationError([{ pointer: '/query/cursor', detail: 'is not a cursor this API gave' }]);
     return { status: 200, body: page };
   });
 
@@ -137,7 +157,8 @@ export function addRoutes(
     const outcome = await cancelOrder(runner, db, id, 'CUSTOMER_CANCELLED');
     if (outcome === 'missing') throw new NotFoundError(`No order ${id}.`);
     const order = await readOrder(db, id);
-    if (outcome === 'terminal') throw new ConflictError(`Order ${id} is already ${order?.status}: there is nothing to cancel.`);
+    if (outcome === 'terminal')
+      throw new ConflictError(`Order ${id} is already ${order?.status}: there is nothing to cancel.`);
     return { status: 202, body: order };
   });
 

@@ -56,8 +56,16 @@ export const migrations: Record<string, Migration> = {
         .addColumn('deadline_at', 'text', (c) => c.notNull())
         .execute();
       await db.schema.createIndex('orders_page').on('orders').columns(['created_at', 'id']).execute();
-      await db.schema.createIndex('orders_status_page').on('orders').columns(['status', 'created_at', 'id']).execute();
-      await db.schema.createIndex('orders_deadline').on('orders').columns(['status', 'deadline_at']).execute();
+      await db.schema
+        .createIndex('orders_status_page')
+        .on('orders')
+        .columns(['status', 'created_at', 'id'])
+        .execute();
+      await db.schema
+        .createIndex('orders_deadline')
+        .on('orders')
+        .columns(['status', 'deadline_at'])
+        .execute();
       await db.schema
         .createTable('timeline')
         .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
@@ -69,7 +77,11 @@ export const migrations: Record<string, Migration> = {
         .addColumn('detail', 'text')
         .addColumn('data', 'text', (c) => c.notNull())
         .execute();
-      await db.schema.createIndex('timeline_order').on('timeline').columns(['order_id', 'at', 'seq']).execute();
+      await db.schema
+        .createIndex('timeline_order')
+        .on('timeline')
+        .columns(['order_id', 'at', 'seq'])
+        .execute();
     },
   },
 };
@@ -104,7 +116,10 @@ export function orderStore(trx: Tx<OrderTables>) {
       return trx.selectFrom('orders').selectAll().where('id', '=', id).executeTakeFirst();
     },
 
-    async update(id: string, change: { status: OrderStatus; reason?: FailureReason; cancelReason?: CancelReason }): Promise<void> {
+    async update(
+      id: string,
+      change: { status: OrderStatus; reason?: FailureReason; cancelReason?: CancelReason },
+    ): Promise<void> {
       await trx
         .updateTable('orders')
         .set({
@@ -170,7 +185,8 @@ export async function readOrder(db: Db<OrderTables>, id: string): Promise<Order 
   };
 }
 
-const encodeCursor = (row: { created_at: string; id: string }) => Buffer.from(`${row.created_at}|${row.id}`).toString('base64url');
+const encodeCursor = (row: { created_at: string; id: string }) =>
+  Buffer.from(`${row.created_at}|${row.id}`).toString('base64url');
 function decodeCursor(cursor: string): { createdAt: string; id: string } | undefined {
   const [createdAt, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
   return createdAt && id ? { createdAt, id } : undefined;
@@ -181,13 +197,21 @@ export async function listOrders(
   db: Db<OrderTables>,
   page: { status?: OrderStatus; limit: number; cursor?: string },
 ): Promise<{ items: OrderSummary[]; nextCursor?: string } | undefined> {
-  let query = db.selectFrom('orders').selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(page.limit + 1);
+  let query = db
+    .selectFrom('orders')
+    .selectAll()
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(page.limit + 1);
   if (page.status) query = query.where('status', '=', page.status);
   if (page.cursor) {
     const after = decodeCursor(page.cursor);
     if (!after) return undefined;
     query = query.where((eb) =>
-      eb.or([eb('created_at', '<', after.createdAt), eb.and([eb('created_at', '=', after.createdAt), eb('id', '<', after.id)])]),
+      eb.or([
+        eb('created_at', '<', after.createdAt),
+        eb.and([eb('created_at', '=', after.createdAt), eb('id', '<', after.id)]),
+      ]),
     );
   }
   const rows = await query.execute();
@@ -210,4 +234,3 @@ export async function overdueOrders(db: Db<OrderTables>, limit = 100): Promise<s
     .execute();
   return rows.map((r) => r.id);
 }
-

@@ -1,11 +1,16 @@
 /** Replenishment's subscriptions: routing key → handler, compensations included. */
-import { replenishmentCompensations } from '../../compensation/replenishment.ts';
+
 import { emit, type SagaContext } from '../../common/events.ts';
 import type { Handler, Handlers, Outcome } from '../../common/runner.ts';
+import { replenishmentCompensations } from '../../compensation/replenishment.ts';
 import { restockQuantity, supplierAnswer } from './domain.ts';
 import type { Replenishment, ReplenishmentStore } from './store.ts';
 
-const orderForBackorder: Handler<'inventory.backordered', ReplenishmentStore> = async (event, store, { config, saga }) => {
+const orderForBackorder: Handler<'inventory.backordered', ReplenishmentStore> = async (
+  event,
+  store,
+  { config, saga },
+) => {
   if (await store.isCancelled(event.data.orderId)) return [];
   for (const { sku, missing } of event.data.shortages) {
     await store.request({
@@ -46,9 +51,17 @@ export async function deliver(
 ): Promise<Outcome<void>> {
   const context = JSON.parse(request.context) as SagaContext;
   const answer = supplierAnswer(request.sku, faultInjection && context.failAt === 'replenishment');
-  const settled = await store.settle(request.id, answer.delivered ? 'COMPLETED' : 'FAILED', answer.delivered ? undefined : answer.detail);
+  const settled = await store.settle(
+    request.id,
+    answer.delivered ? 'COMPLETED' : 'FAILED',
+    answer.delivered ? undefined : answer.detail,
+  );
   if (!settled) return { value: undefined, emit: [] };
-  const common = { replenishmentId: request.id, sku: request.sku, ...(request.order_id ? { orderId: request.order_id } : {}) };
+  const common = {
+    replenishmentId: request.id,
+    sku: request.sku,
+    ...(request.order_id ? { orderId: request.order_id } : {}),
+  };
   return {
     value: undefined,
     emit: [

@@ -39,7 +39,11 @@ export const migrations: Record<string, Migration> = {
         .addColumn('created_at', 'text', (c) => c.notNull())
         .addColumn('due_at', 'text', (c) => c.notNull())
         .execute();
-      await db.schema.createIndex('replenishments_due').on('replenishments').columns(['status', 'due_at']).execute();
+      await db.schema
+        .createIndex('replenishments_due')
+        .on('replenishments')
+        .columns(['status', 'due_at'])
+        .execute();
       await db.schema.createIndex('replenishments_order').on('replenishments').column('order_id').execute();
       await db.schema
         .createTable('cancelled_orders')
@@ -92,7 +96,11 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
     },
 
     /** Moves a PENDING request on; false if something else (a cancellation) got there first. */
-    async settle(id: string, status: Exclude<ReplenishmentStatus, 'PENDING'>, detail?: string): Promise<Replenishment | undefined> {
+    async settle(
+      id: string,
+      status: Exclude<ReplenishmentStatus, 'PENDING'>,
+      detail?: string,
+    ): Promise<Replenishment | undefined> {
       const updated = await trx
         .updateTable('replenishments')
         .set({ status, detail: detail ?? null })
@@ -120,7 +128,11 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
     },
 
     async isCancelled(orderId: string): Promise<boolean> {
-      const row = await trx.selectFrom('cancelled_orders').select('order_id').where('order_id', '=', orderId).executeTakeFirst();
+      const row = await trx
+        .selectFrom('cancelled_orders')
+        .select('order_id')
+        .where('order_id', '=', orderId)
+        .executeTakeFirst();
       return row !== undefined;
     },
   };
@@ -140,7 +152,10 @@ export async function dueRequests(db: Db<ReplenishmentTables>, limit = 100): Pro
     .execute();
 }
 
-export async function listReplenishments(db: Db<ReplenishmentTables>, filter: { orderId?: string; sku?: string }) {
+export async function listReplenishments(
+  db: Db<ReplenishmentTables>,
+  filter: { orderId?: string; sku?: string },
+) {
   let query = db.selectFrom('replenishments').selectAll().orderBy('created_at', 'desc').limit(1000);
   if (filter.orderId) query = query.where('order_id', '=', filter.orderId);
   if (filter.sku) query = query.where('sku', '=', filter.sku);

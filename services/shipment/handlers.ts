@@ -1,21 +1,39 @@
 /** Shipment's subscriptions: routing key → handler, compensations included. */
 import { randomUUID } from 'node:crypto';
-import { shipmentCompensations } from '../../compensation/shipment.ts';
 import { emit } from '../../common/events.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
+import { shipmentCompensations } from '../../compensation/shipment.ts';
 import { shippingDecision, trackingNumber } from './domain.ts';
 import type { ShipmentStore } from './store.ts';
 
-const dispatch: Handler<'inventory.reserved', ShipmentStore> = async ({ data }, store, { config, failAt }) => {
+const dispatch: Handler<'inventory.reserved', ShipmentStore> = async (
+  { data },
+  store,
+  { config, failAt },
+) => {
   // Decided before: dispatched, failed, or promised never to ship (a cancellation came first).
   if (await store.shipment(data.orderId)) return [];
   const country = data.shippingAddress.country;
   const decision = shippingDecision(country, config.supportedCountries, failAt === 'shipment');
   if (!decision.ship) {
-    await store.record({ order_id: data.orderId, id: null, status: 'FAILED', carrier: null, tracking_number: null, country, detail: decision.detail });
-    return [emit('shipment.failed', { orderId: data.orderId, reason: 'SHIPMENT_FAILED', detail: decision.detail })];
+    await store.record({
+      order_id: data.orderId,
+      id: null,
+      status: 'FAILED',
+      carrier: null,
+      tracking_number: null,
+      country,
+      detail: decision.detail,
+    });
+    return [
+      emit('shipment.failed', { orderId: data.orderId, reason: 'SHIPMENT_FAILED', detail: decision.detail }),
+    ];
   }
-  const shipment = { id: randomUUID(), carrier: decision.carrier, trackingNumber: trackingNumber(decision.carrier) };
+  const shipment = {
+    id: randomUUID(),
+    carrier: decision.carrier,
+    trackingNumber: trackingNumber(decision.carrier),
+  };
   await store.record({
     order_id: data.orderId,
     id: shipment.id,

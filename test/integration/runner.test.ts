@@ -1,0 +1,268 @@
+/**
+ * The shared runner against a real RabbitMQ and a real SQLite database: inbox, transaction,
+ * outbox, ack, retries and dead letters. A tiny service of its own, on its own exchange.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import type { Migration } from 'kysely';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { queueNames } from '../../common/amqp.ts';
+import { openDatabase, type Tx } from '../../common/db.ts';
+import { emit, type SagaEvent } from '../../common/events.ts';
+import { writeOutbox } from '../../common/outbox.ts';
+import { DEAD_HEADER } from '../../common/runner.ts';
+import { startService } from '../../common/service.ts';
+import { AMQP_URL, deleteTopology } from '../support/system.ts';
+
+interface ProbeTables {
+  effects: { message_id: string; note: string };
+}
+
+const migrations: Record<string, Migration> = {
+  '0001_probe': {
+    up: (db) =>
+      db.schema
+        .createTable('effects')
+        .addColumn('message_id', 'text', (c) => c.notNull())
+        .addColumn('note', 'text', (c) => c.notNull())
+        .execute(),
+  },
+};
+
+/** How the probe's handler behaves for the next messages. */
+let behaviour: 'ok' | 'throw' | 'invalid-event' = 'ok';
+
+const probeStore = (trx: Tx<ProbeTables>) => ({
+  note: (id: string, note: string) => trx.insertInto('effects').values({ message_id: id, note }).execute(),
+});
+
+function orderCreated(orderId = randomUUID()): SagaEvent<'order.created'> {
+  return {
+    id: randomUUID(),
+    type: 'order.created',
+    version: 1,
+    occurredAt: new Date().toISOString(),
+    orderId,
+    data: {
+      orderId,
+      customerId: 'c',
+      items: [{ sku: 'WIDGET-1', quantity: 1 }],
+      shippingAddress: { name: 'A', line1: 'B', city: 'C', postalCode: '1', country: 'GB' },
+    },
+  };
+}
+
+const exchange = `test-runner-${process.pid}`;
+const dataDir = mkdtempSync(join(tmpdir(), 'runner-'));
+const env = {
+  AMQP_URL,
+  SAGA_EXCHANGE: exchange,
+  DATA_DIR: dataDir,
+  SHIPMENT_PORT: '0',
+  LOG_LEVEL: 'silent',
+  RETRY_ATTEMPTS: '3',
+  RETRY_BASE_DELAY_MS: '50',
+};
+const names = queueNames(exchange, 'shipment');
+
+let service: Awaited<ReturnType<typeof startProbe>> | undefined;
+let connection: ChannelModel;
+let channel: Channel;
+let captured: ConsumeMessage[] = [];
+
+function startProbe() {
+  return startService<ProbeTables, ReturnType<typeof probeStore>>(
+    {
+      name: 'shipment',
+      migrations,
+      store: probeStore,
+      handlers: {
+        'order.created': async (event, store) => {
+          await store.note(event.id, 'handled');
+          if (behaviour === 'throw') throw new Error('transient failure');
+          if (behaviour === 'invalid-event') return [emit('order.completed', {} as never)];
+          return [emit('order.completed', { orderId: event.data.orderId })];
+        },
+      },
+    },
+    env,
+  );
+}
+
+async function publish(event: unknown, options: { routingKey?: string; raw?: Buffer; id?: string } = {}) {
+  const e = event as SagaEvent;
+  channel.publish(exchange, options.routingKey ?? e.type, options.raw ?? Buffer.from(JSON.stringify(event)), {
+    persistent: true,
+    messageId: options.id ?? e.id,
+    contentType: 'application/json',
+  });
+}
+
+async function eventually<T>(
+  probe: () => Promise<T> | T,
+  accept: (value: T) => boolean,
+  ms = 10_000,
+): Promise<T> {
+  const started = Date.now();
+  for (;;) {
+    const value = await probe();
+    if (accept(value) || Date.now() - started > ms) return value;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const effects = async () => service?.app.db.selectFrom('effects').selectAll().execute() ?? [];
+const outboxRows = async () => service?.app.db.selectFrom('outbox').selectAll().execute() ?? [];
+
+async function parked(): Promise<ConsumeMessage[]> {
+  const out: ConsumeMessage[] = [];
+  for (;;) {
+    const message = await channel.get(names.deadLetterQueue, { noAck: true });
+    if (!message) return out;
+    out.push(message as unknown as ConsumeMessage);
+  }
+}
+
+beforeAll(async () => {
+  service = await startProbe();
+  connection = await amqp.connect(AMQP_URL);
+  channel = await connection.createChannel();
+  const { queue } = await channel.assertQueue('', { exclusive: true });
+  await channel.bindQueue(queue, exchange, 'order.completed');
+  await channel.consume(queue, (m) => m && captured.push(m), { noAck: true });
+});
+
+afterEach(async () => {
+  behaviour = 'ok';
+  captured = [];
+  await service?.app.db.deleteFrom('effects').execute();
+  await parked();
+});
+
+afterAll(async () => {
+  await service?.stop();
+  await connection?.close();
+  await deleteTopology(exchange);
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('the runner', () => {
+  it('handles a message delivered twice only once', async () => {
+    const event = orderCreated();
+    await publish(event);
+    await publish(event);
+    await eventually(
+      () => captured.length,
+      (n) => n >= 1,
+    );
+    await new Promise((r) => setTimeout(r, 300)); // room for a second, wrong, effect
+
+    expect(await effects()).toHaveLength(1);
+    expect(captured).toHaveLength(1);
+    const published = JSON.parse(captured[0]?.content.toString() ?? '{}');
+    expect(published).toMatchObject({ type: 'order.completed', orderId: event.orderId });
+    expect(captured[0]?.properties.headers?.['x-causation-id']).toBe(event.id);
+    expect(captured[0]?.properties).toMatchObject({
+      messageId: published.id,
+      type: 'order.completed',
+      correlationId: event.orderId,
+    });
+  });
+
+  it('leaves nothing committed when the handler throws, retries, then parks the message with its reason', async () => {
+    behaviour = 'throw';
+    const event = orderCreated();
+    await publish(event);
+
+    const dead = await eventually(parked, (m) => m.length > 0);
+
+    expect(dead).toHaveLength(1);
+    const headers = dead[0]?.properties.headers ?? {};
+    expect(headers[DEAD_HEADER.reason]).toBe('retries-exhausted');
+    expect(headers[DEAD_HEADER.attempts]).toBe(3);
+    expect(headers[DEAD_HEADER.error]).toContain('transient failure');
+    expect(headers[DEAD_HEADER.routingKey]).toBe('order.created');
+    expect(headers[DEAD_HEADER.queue]).toBe(names.queue);
+    expect(JSON.parse(dead[0]?.content.toString() ?? '{}')).toEqual(event); // unchanged
+    expect(await effects()).toHaveLength(0);
+    expect(captured).toHaveLength(0);
+  });
+
+  it('succeeds on a retry after a transient failure, with the effect once', async () => {
+    behaviour = 'throw';
+    const event = orderCreated();
+    await publish(event);
+    await new Promise((r) => setTimeout(r, 20));
+    behaviour = 'ok';
+
+    await eventually(
+      () => captured.length,
+      (n) => n >= 1,
+    );
+
+    expect(await effects()).toHaveLength(1);
+    expect(await parked()).toHaveLength(0);
+  });
+
+  it('commits the state change and the emitted event together or not at all', async () => {
+    behaviour = 'invalid-event'; // the outbox refuses an event that breaks its schema: the transaction rolls back
+    const event = orderCreated();
+    const before = (await outboxRows()).length;
+    await publish(event);
+
+    await eventually(parked, (m) => m.length > 0);
+
+    expect(await effects()).toHaveLength(0);
+    expect(await outboxRows()).toHaveLength(before);
+  });
+
+  it.each([
+    ['malformed-json', Buffer.from('{not json'), 'order.created'],
+    [
+      'schema-invalid',
+      Buffer.from(JSON.stringify({ ...orderCreated(), data: { orderId: 'nope' } })),
+      'order.created',
+    ],
+    [
+      'unknown-routing-key',
+      Buffer.from(JSON.stringify({ ...orderCreated(), type: 'order.shredded' })),
+      'order.created',
+    ],
+  ])('parks a %s message at once, without retrying it', async (reason, raw, routingKey) => {
+    await publish({}, { raw, routingKey, id: randomUUID() });
+
+    const dead = await eventually(parked, (m) => m.length > 0);
+
+    expect(dead[0]?.properties.headers?.[DEAD_HEADER.reason]).toBe(reason);
+    expect(dead[0]?.properties.headers?.[DEAD_HEADER.attempts]).toBe(1);
+    expect(dead[0]?.content.equals(raw)).toBe(true);
+    expect(await effects()).toHaveLength(0);
+  });
+});
+
+describe('the outbox relay', () => {
+  it('publishes events committed before a crash when the service starts again', async () => {
+    await service?.stop();
+    service = undefined;
+    // The service "crashed" right after committing: the event is in the outbox, never published.
+    const db = await openDatabase<ProbeTables>(dataDir, 'shipment', migrations);
+    const orderId = randomUUID();
+    const [written] = await db
+      .transaction()
+      .execute((trx) => writeOutbox(trx as never, [emit('order.completed', { orderId })], {}));
+    await db.destroy();
+
+    service = await startProbe();
+    await eventually(
+      () => captured.length,
+      (n) => n >= 1,
+    );
+
+    expect(JSON.parse(captured[0]?.content.toString() ?? '{}').id).toBe(written?.id);
+    const row = (await outboxRows()).find((r) => r.id === written?.id);
+    expect(row?.published_at).not.toBeNull();
+  });
+});

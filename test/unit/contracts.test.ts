@@ -1,0 +1,158 @@
+/**
+ * The contracts hold together: every documented route is served and every served route is
+ * documented; each service subscribes to exactly what saga.md's routing table says; each
+ * main.ts canvas lists what the service really consumes and emits; events validate.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../common/config.ts';
+import { contracts } from '../../common/contracts.ts';
+import {
+  EMITTED_BY,
+  ROUTING_KEYS,
+  type RoutingKey,
+  SERVICES,
+  type ServiceName,
+} from '../../common/events.ts';
+import { HttpServer } from '../../common/http.ts';
+import { createLogger } from '../../common/logger.ts';
+import type { Handlers } from '../../common/runner.ts';
+import { handlers as inventory } from '../../services/inventory/handlers.ts';
+import { addRoutes as inventoryRoutes } from '../../services/inventory/routes.ts';
+import { handlers as orderCreation } from '../../services/order-creation/handlers.ts';
+import { OrderWatch, addRoutes as orderRoutes } from '../../services/order-creation/routes.ts';
+import { handlers as replenishment } from '../../services/replenishment/handlers.ts';
+import { addRoutes as replenishmentRoutes } from '../../services/replenishment/routes.ts';
+import { handlers as shipment } from '../../services/shipment/handlers.ts';
+import { addRoutes as shipmentRoutes } from '../../services/shipment/routes.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const HANDLERS: Record<ServiceName, Handlers<never>> = {
+  'order-creation': orderCreation as Handlers<never>,
+  inventory: inventory as Handlers<never>,
+  replenishment: replenishment as Handlers<never>,
+  shipment: shipment as Handlers<never>,
+};
+
+/** saga.md's routing table: who consumes each key (order-creation also keeps every order event in its timeline). */
+const CONSUMED_BY: Record<RoutingKey, ServiceName[]> = {
+  'order.created': ['inventory'],
+  'inventory.reserved': ['shipment', 'order-creation'],
+  'inventory.backordered': ['replenishment', 'order-creation'],
+  'inventory.rejected': ['order-creation'],
+  'inventory.released': ['order-creation'],
+  'stock.low': ['replenishment'],
+  'replenishment.completed': ['inventory', 'order-creation'],
+  'replenishment.failed': ['inventory', 'order-creation'],
+  'shipment.dispatched': ['inventory', 'order-creation'],
+  'shipment.failed': ['order-creation'],
+  'shipment.cancelled': ['order-creation'],
+  'shipment.cancel_rejected': ['order-creation'],
+  'order.cancel_requested': ['shipment'],
+  'order.cancelled': ['inventory', 'shipment', 'replenishment'],
+  'order.completed': [],
+};
+const TIMELINE_OF_OWN_EVENTS: RoutingKey[] = [
+  'order.created',
+  'order.cancel_requested',
+  'order.cancelled',
+  'order.completed',
+];
+
+function servedRoutes(service: ServiceName): string[] {
+  const config = loadConfig(service, {});
+  const http = new HttpServer({ config, log: createLogger(service, 'silent'), checks: () => ({}) });
+  const none = {} as never;
+  if (service === 'order-creation')
+    orderRoutes(http, { db: none, runner: none, config, watch: new OrderWatch() });
+  if (service === 'inventory') inventoryRoutes(http, none);
+  if (service === 'replenishment') replenishmentRoutes(http, none);
+  if (service === 'shipment') shipmentRoutes(http, none);
+  return http.routes.sort();
+}
+
+function documentedRoutes(service: ServiceName): string[] {
+  const { paths } = contracts().document as { paths: Record<string, Record<string, unknown>> };
+  const out: string[] = [];
+  for (const [path, item] of Object.entries(paths)) {
+    const owners = item['x-service'];
+    if (!(Array.isArray(owners) ? owners.includes(service) : owners === service)) continue;
+    for (const method of ['get', 'post', 'put', 'patch', 'delete'])
+      if (item[method]) out.push(`${method.toUpperCase()} ${path}`);
+  }
+  return out.sort();
+}
+
+describe('the HTTP routes', () => {
+  it.each(SERVICES)('of %s are exactly the ones the OpenAPI document gives it', (service) => {
+    expect(servedRoutes(service)).toEqual(documentedRoutes(service));
+  });
+
+  it('cover every path of the document', () => {
+    const { paths } = contracts().document as { paths: Record<string, unknown> };
+    const served = new Set(SERVICES.flatMap(servedRoutes).map((r) => r.split(' ')[1]));
+    expect(Object.keys(paths).filter((p) => !served.has(p))).toEqual([]);
+  });
+});
+
+describe('the subscriptions', () => {
+  it.each(SERVICES)('of %s match the routing table of saga.md', (service) => {
+    const expected = ROUTING_KEYS.filter(
+      (key) =>
+        CONSUMED_BY[key].includes(service) ||
+        (service === 'order-creation' && TIMELINE_OF_OWN_EVENTS.includes(key)),
+    );
+    expect(Object.keys(HANDLERS[service]).sort()).toEqual(expected.sort());
+  });
+
+  it('leave no routing key without a consumer, so mandatory publishing never bounces', () => {
+    const consumed = new Set(SERVICES.flatMap((s) => Object.keys(HANDLERS[s])));
+    expect(ROUTING_KEYS.filter((k) => !consumed.has(k))).toEqual([]);
+  });
+});
+
+describe('the canvas at the top of each main.ts', () => {
+  const canvas = (service: ServiceName) => {
+    const text = readFileSync(join(ROOT, 'services', service, 'main.ts'), 'utf8');
+    const block = (label: string) => {
+      const match = new RegExp(`${label}:([\\s\\S]*?)(?:\\n \\* [A-Z][a-z]+:|\\n \\*/)`).exec(text);
+      return new Set(match?.[1]?.match(/[a-z]+\.[a-z_]+/g) ?? []);
+    };
+    return { consumes: block('Consumes'), emits: block('Emits') };
+  };
+
+  it.each(SERVICES)('of %s lists what it consumes and emits', (service) => {
+    const { consumes, emits } = canvas(service);
+    const own = ROUTING_KEYS.filter((key) => EMITTED_BY[key] === service);
+    expect([...emits].sort()).toEqual(own.sort());
+    const foreign = Object.keys(HANDLERS[service]).filter((key) => EMITTED_BY[key as RoutingKey] !== service);
+    for (const key of foreign) expect(consumes, `${service} canvas misses ${key}`).toContain(key);
+  });
+});
+
+describe('the event schemas', () => {
+  it('exist for every routing key and nothing else', () => {
+    const { schemas } = (contracts().document as { components: { schemas: Record<string, unknown> } })
+      .components;
+    const eventSchemas = Object.keys(schemas).filter((name) => /^[a-z]+\.[a-z_]+$/.test(name));
+    expect(eventSchemas.sort()).toEqual([...ROUTING_KEYS].sort());
+  });
+
+  it('reject unknown fields and name every invalid one', () => {
+    const problems = contracts().validator(
+      '#/components/schemas/shipment.dispatched',
+      '/data',
+    )({
+      orderId: 'not-a-uuid',
+      shipmentId: crypto.randomUUID(),
+      carrier: 'DHL',
+      extra: true,
+    });
+    expect(problems.map((p) => p.pointer).sort()).toEqual([
+      '/data/extra',
+      '/data/orderId',
+      '/data/trackingNumber',
+    ]);
+  });
+});
