@@ -33,7 +33,7 @@ export interface App<T, S> {
   db: Db<T>;
   http: HttpServer;
   runner: Runner<T, S>;
-  /** Runs `task` every `ms` (never two at once) until shutdown; a failure is logged, not fatal. */
+  /** Runs `task` now and every `ms` (never two at once) until shutdown; a failure is logged, not fatal. */
   every(ms: number, task: () => Promise<void>): void;
   /** Called first at shutdown, before HTTP closes (e.g. to release long-polling requests). */
   onShutdown(hook: () => void): void;
@@ -82,7 +82,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     runner,
     every(ms, task) {
       let busy = false;
-      const timer = setInterval(async () => {
+      const run = async () => {
         if (busy) return;
         busy = true;
         try {
@@ -92,8 +92,10 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
         } finally {
           busy = false;
         }
-      }, ms);
-      timers.push(timer);
+      };
+      // Once at start too: work that came due while the service was down is not left waiting.
+      setImmediate(run);
+      timers.push(setInterval(run, ms));
     },
     onShutdown: (hook) => hooks.push(hook),
   };

@@ -27,7 +27,8 @@ const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store
   }
   for (const line of plan.lines) {
     await store.reserve(data.orderId, line.sku, line.requested, line.reserve);
-    if (line.missing > 0) await store.addBackorder(data.orderId, line.sku, line.missing);
+    if (line.missing > 0)
+      await store.addBackorder(data.orderId, line.sku, line.missing, failAt === 'replenishment');
   }
   const shortages = plan.lines.filter((l) => l.missing > 0).map(({ sku, missing }) => ({ sku, missing }));
   await store.setOrder(data.orderId, shortages.length > 0 ? 'BACKORDERED' : 'RESERVED', data.shippingAddress);

@@ -36,7 +36,11 @@ export interface InventoryTables {
     updated_at: string;
   };
   reservations: { order_id: string; sku: string; requested: number; quantity: number };
-  backorders: { seq: Generated<number>; order_id: string; sku: string; missing: number };
+  /**
+   * Waiting lines, filled first come first served. A `held` one waits for its own order's
+   * replenishment only: the order was told to fail there (X-Fail-At: replenishment).
+   */
+  backorders: { seq: Generated<number>; order_id: string; sku: string; missing: number; held: number };
 }
 
 export const migrations: Record<string, Migration> = {
@@ -76,6 +80,7 @@ export const migrations: Record<string, Migration> = {
         .addColumn('order_id', 'text', (c) => c.notNull())
         .addColumn('sku', 'text', (c) => c.notNull())
         .addColumn('missing', 'integer', (c) => c.notNull())
+        .addColumn('held', 'integer', (c) => c.notNull().defaultTo(0))
         .execute();
       await db.schema.createIndex('backorders_by_sku').on('backorders').columns(['sku', 'seq']).execute();
       await db.schema.createIndex('backorders_by_order').on('backorders').column('order_id').execute();
@@ -144,8 +149,11 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
         .execute();
     },
 
-    async addBackorder(orderId: string, sku: string, missing: number): Promise<void> {
-      await trx.insertInto('backorders').values({ order_id: orderId, sku, missing }).execute();
+    async addBackorder(orderId: string, sku: string, missing: number, held = false): Promise<void> {
+      await trx
+        .insertInto('backorders')
+        .values({ order_id: orderId, sku, missing, held: held ? 1 : 0 })
+        .execute();
     },
 
     async reservations(orderId: string) {
@@ -209,6 +217,7 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
           .selectFrom('backorders')
           .select(['seq', 'order_id as orderId', 'missing'])
           .where('sku', '=', sku)
+          .where('held', '=', 0)
           .orderBy('seq')
           .execute();
         for (const { seq, orderId, take } of allocate(waiting, level.onHand - level.reserved)) {

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { components } from '../../common/generated/api.ts';
 import { aLine, anOrder } from '../support/builders.ts';
+import { expectConsistent } from '../support/saga.ts';
 import { System } from '../support/system.ts';
 
 type Order = components['schemas']['Order'];
@@ -179,6 +180,7 @@ describe('the forward saga', () => {
       expect(sku.onHand, sku.sku).toBe((sku.initial ?? 0) + (sku.replenished ?? 0) - (sku.dispatched ?? 0));
       expect((sku.dispatched ?? 0) - (was?.dispatched ?? 0), sku.sku).toBe(ordered);
     }
+    await expectConsistent(system);
   });
 });
 

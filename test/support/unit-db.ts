@@ -27,8 +27,8 @@ import type { Handler, HandlerContext, Handlers } from '../../common/runner.ts';
 import {
   type InventoryStore,
   type InventoryTables,
-  inventoryStore,
   migrations as inventoryMigrations,
+  inventoryStore,
   readStock,
   seedCatalog,
 } from '../../services/inventory/store.ts';
@@ -49,7 +49,14 @@ import { anAddress } from './builders.ts';
 /** A saga event envelope around `data`, as the runner hands it to a handler. */
 export function anEvent<K extends RoutingKey>(type: K, data: EventData<K>): SagaEvent<K> {
   const orderId = orderIdOf(data);
-  return { id: randomUUID(), type, version: 1, occurredAt: new Date().toISOString(), ...(orderId ? { orderId } : {}), data };
+  return {
+    id: randomUUID(),
+    type,
+    version: 1,
+    occurredAt: new Date().toISOString(),
+    ...(orderId ? { orderId } : {}),
+    data,
+  };
 }
 
 /** `order.created` for a new order (a fresh orderId unless given). */
@@ -66,11 +73,18 @@ export function orderCreated(
   });
 }
 
-export const orderCancelled = (orderId: string, reason: EventData<'order.cancelled'>['reason'] = 'SHIPMENT_FAILED') =>
-  anEvent('order.cancelled', { orderId, reason });
+export const orderCancelled = (
+  orderId: string,
+  reason: EventData<'order.cancelled'>['reason'] = 'SHIPMENT_FAILED',
+) => anEvent('order.cancelled', { orderId, reason });
 
 export const replenishmentCompleted = (sku: string, quantity: number, orderId?: string) =>
-  anEvent('replenishment.completed', { replenishmentId: randomUUID(), sku, quantity, ...(orderId ? { orderId } : {}) });
+  anEvent('replenishment.completed', {
+    replenishmentId: randomUUID(),
+    sku,
+    quantity,
+    ...(orderId ? { orderId } : {}),
+  });
 
 export const replenishmentFailed = (sku: string, orderId?: string, detail = `${sku} is discontinued`) =>
   anEvent('replenishment.failed', {
@@ -82,7 +96,12 @@ export const replenishmentFailed = (sku: string, orderId?: string, detail = `${s
   });
 
 export const shipmentDispatched = (orderId: string) =>
-  anEvent('shipment.dispatched', { orderId, shipmentId: randomUUID(), carrier: 'Royal Mail', trackingNumber: 'RO0123456789' });
+  anEvent('shipment.dispatched', {
+    orderId,
+    shipmentId: randomUUID(),
+    carrier: 'Royal Mail',
+    trackingNumber: 'RO0123456789',
+  });
 
 export const inventoryReserved = (
   orderId: string,
@@ -105,7 +124,9 @@ export interface ServiceDb<T, S> {
   /** Runs the handler and writes what it emits to the outbox, in one transaction; returns what it emitted. */
   handle<K extends RoutingKey>(handler: Handler<K, S>, event: SagaEvent<K>, failAt?: FailAt): Promise<Emit[]>;
   /** Runs work against the store in one transaction, writing what it emits to the outbox. */
-  transact<R>(work: (store: S) => Promise<{ value: R; emit: Emit[] }>): Promise<{ value: R; emitted: Emit[] }>;
+  transact<R>(
+    work: (store: S) => Promise<{ value: R; emit: Emit[] }>,
+  ): Promise<{ value: R; emitted: Emit[] }>;
   /** The events committed to the outbox so far, oldest first. */
   outbox(): Promise<{ type: string; data: unknown }[]>;
 }
@@ -141,11 +162,7 @@ export async function openServiceDb<T, S>(
       });
     },
     async outbox() {
-      const rows = await runnerDb(db)
-        .selectFrom('outbox')
-        .select('body')
-        .orderBy('seq')
-        .execute();
+      const rows = await runnerDb(db).selectFrom('outbox').select('body').orderBy('seq').execute();
       return rows.map((row) => {
         const event = JSON.parse(row.body) as SagaEvent;
         return { type: event.type, data: event.data };
@@ -190,10 +207,18 @@ export async function expectStockInvariants(
     const initial = DEMO_CATALOG.find((e) => e.sku === row.sku)?.onHand;
     const replenished = applied.replenished?.[row.sku] ?? 0;
     const dispatched = applied.dispatched?.[row.sku] ?? 0;
-    expect({ sku: row.sku, available: row.available }).toEqual({ sku: row.sku, available: row.onHand - row.reserved });
+    expect({ sku: row.sku, available: row.available }).toEqual({
+      sku: row.sku,
+      available: row.onHand - row.reserved,
+    });
     expect(row.available, `${row.sku} is oversold`).toBeGreaterThanOrEqual(0);
     expect(row.reserved, `${row.sku} has a negative reservation`).toBeGreaterThanOrEqual(0);
-    expect({ sku: row.sku, initial: row.initial, replenished: row.replenished, dispatched: row.dispatched }).toEqual({
+    expect({
+      sku: row.sku,
+      initial: row.initial,
+      replenished: row.replenished,
+      dispatched: row.dispatched,
+    }).toEqual({
       sku: row.sku,
       initial,
       replenished,
@@ -212,7 +237,9 @@ export async function openInventory(): Promise<ServiceDb<InventoryTables, Invent
   return service;
 }
 
-export const openShipment = (env: NodeJS.ProcessEnv = {}): Promise<ServiceDb<ShipmentTables, ShipmentStore>> =>
+export const openShipment = (
+  env: NodeJS.ProcessEnv = {},
+): Promise<ServiceDb<ShipmentTables, ShipmentStore>> =>
   openServiceDb('shipment', shipmentMigrations, shipmentStore, env);
 
 export const openReplenishment = (): Promise<ServiceDb<ReplenishmentTables, ReplenishmentStore>> =>

@@ -1,0 +1,89 @@
+/** Helpers over a running System: place orders, wait for them, read every service's view of one. */
+import { expect } from 'vitest';
+import type { components } from '../../common/generated/api.ts';
+import { checkConsistency } from '../../scripts/consistency.ts';
+import { anOrder } from './builders.ts';
+import type { System } from './system.ts';
+
+type Schemas = components['schemas'];
+export type Order = Schemas['Order'];
+export type Stock = Schemas['Stock'];
+export type Shipment = Schemas['Shipment'];
+export type Replenishment = Schemas['Replenishment'];
+
+export async function place(
+  system: System,
+  order = anOrder(),
+  headers: Record<string, string> = {},
+): Promise<Order> {
+  const created = await system.request<Order>('order-creation', 'POST', '/orders', order, headers);
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  return created.body;
+}
+
+export async function awaitTerminal(system: System, id: string, ms = 20_000): Promise<Order> {
+  return (await system.get<Order>('order-creation', `/orders/${id}?wait=${ms}`)).body;
+}
+
+/** Everything the four services say about one order (and the stock). */
+export async function everyView(system: System, orderId: string) {
+  const [order, shipments, replenishments, stock] = await Promise.all([
+    system.get<Order>('order-creation', `/orders/${orderId}`),
+    system.get<Shipment[]>('shipment', `/shipments?orderId=${orderId}`),
+    system.get<Replenishment[]>('replenishment', `/replenishments?orderId=${orderId}`),
+    system.get<Stock[]>('inventory', '/stock'),
+  ]);
+  return {
+    order: order.body,
+    types: order.body.timeline.map((t) => t.type),
+    dispatched: shipments.body.filter((s) => s.status === 'DISPATCHED'),
+    shipments: shipments.body,
+    replenishments: replenishments.body,
+    stock: stock.body,
+  };
+}
+
+export type View = Awaited<ReturnType<typeof everyView>>;
+
+export async function readStock(system: System, sku: string): Promise<Stock | undefined> {
+  return (await system.get<Stock>('inventory', `/stock/${sku}`)).body;
+}
+
+/**
+ * Polls every service's view of the order until `done` holds (compensations land a moment after
+ * the order turns terminal), or 15 s pass; returns the last view either way for the assertions.
+ */
+export async function settled(system: System, orderId: string, done: (view: View) => boolean): Promise<View> {
+  const started = Date.now();
+  for (;;) {
+    const view = await everyView(system, orderId);
+    if (done(view) || Date.now() - started > 15_000) return view;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** `npm run check`'s verdict on the whole system: no violation of saga.md's invariants. */
+export async function expectConsistent(system: System): Promise<void> {
+  const report = await checkConsistency({
+    orders: system.url('order-creation', ''),
+    inventory: system.url('inventory', ''),
+    shipment: system.url('shipment', ''),
+  });
+  expect(report.violations).toEqual([]);
+}
+
+/** Waits until no order is left non-terminal (a deadline or a late answer may still be running). */
+export async function quiesce(system: System, ms = 30_000): Promise<void> {
+  const started = Date.now();
+  for (;;) {
+    const open = await Promise.all(
+      ['PENDING', 'AWAITING_STOCK', 'RESERVED', 'CANCELLING'].map(
+        async (status) =>
+          (await system.get<{ items: unknown[] }>('order-creation', `/orders?status=${status}&limit=1`)).body
+            .items.length,
+      ),
+    );
+    if (open.every((n) => n === 0) || Date.now() - started > ms) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
