@@ -65,6 +65,8 @@ export const FAIL_AT_VALUES: readonly FailAt[] = ['inventory', 'replenishment', 
  * handles onto every event it emits for that order.
  */
 export interface SagaContext {
+  /** The order this context belongs to: `failAt` travels only on events about this order. */
+  orderId?: string;
   traceparent?: string;
   causationId?: string;
   failAt?: FailAt;

@@ -55,7 +55,9 @@ export async function writeOutbox(
     events.push(event);
     const headers: Record<string, string> = { [HEADER.traceparent]: childTraceparent(context.traceparent) };
     if (context.causationId) headers[HEADER.causationId] = context.causationId;
-    if (context.failAt) headers[HEADER.failAt] = context.failAt;
+    // An injected failure belongs to its order: an event about another order (a backorder filled
+    // by this one's release) or about none (stock.low) must not carry it.
+    if (context.failAt && orderId && orderId === context.orderId) headers[HEADER.failAt] = context.failAt;
     return {
       id: event.id,
       routing_key: e.type,

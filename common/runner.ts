@@ -173,6 +173,7 @@ export class Runner<T, S> {
     const failAt =
       config.faultInjection && FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined;
     const context: SagaContext = {
+      orderId: event.orderId,
       traceparent: stringHeader(headers[HEADER.traceparent]),
       causationId: event.id,
       failAt: FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined,

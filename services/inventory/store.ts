@@ -80,10 +80,17 @@ export const migrations: Record<string, Migration> = {
         .addColumn('order_id', 'text', (c) => c.notNull())
         .addColumn('sku', 'text', (c) => c.notNull())
         .addColumn('missing', 'integer', (c) => c.notNull())
-        .addColumn('held', 'integer', (c) => c.notNull().defaultTo(0))
         .execute();
       await db.schema.createIndex('backorders_by_sku').on('backorders').columns(['sku', 'seq']).execute();
       await db.schema.createIndex('backorders_by_order').on('backorders').column('order_id').execute();
+    },
+  },
+  '0002_held_backorders': {
+    async up(db) {
+      await db.schema
+        .alterTable('backorders')
+        .addColumn('held', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
     },
   },
 };

@@ -45,7 +45,12 @@ export class OrderWatch {
 }
 
 /** The saga context of an order, for events emitted on its behalf outside a message. */
-export const orderContext = (order: { traceparent: string | null; fail_at: string | null }): SagaContext => ({
+export const orderContext = (order: {
+  id: string;
+  traceparent: string | null;
+  fail_at: string | null;
+}): SagaContext => ({
+  orderId: order.id,
   ...(order.traceparent ? { traceparent: order.traceparent } : {}),
   ...(order.fail_at ? { failAt: order.fail_at as FailAt } : {}),
 });
@@ -59,7 +64,7 @@ export async function cancelOrder(
 ) {
   const row = await db
     .selectFrom('orders')
-    .select(['traceparent', 'fail_at'])
+    .select(['id', 'traceparent', 'fail_at'])
     .where('id', '=', id)
     .executeTakeFirst();
   if (!row) return 'missing' as const;
@@ -123,7 +128,7 @@ export function addRoutes(
           ],
         };
       },
-      { traceparent, ...(failAt ? { failAt } : {}) },
+      { orderId: id, traceparent, ...(failAt ? { failAt } : {}) },
     );
     return { status: 201, body: await readOrder(db, id), headers: { location: `/orders/${id}` } };
   });

@@ -26,7 +26,7 @@ const orderForBackorder: Handler<'inventory.backordered', ReplenishmentStore> = 
 };
 
 const restock: Handler<'stock.low', ReplenishmentStore> = async (event, store, { config, saga }) => {
-  if (await store.pendingRestock(event.data.sku)) return [];
+  if (await store.restockUnderway(event.data.sku, event.occurredAt)) return [];
   await store.request({
     sku: event.data.sku,
     quantity: restockQuantity(event.data),
@@ -50,7 +50,9 @@ export async function deliver(
   faultInjection: boolean,
 ): Promise<Outcome<void>> {
   const context = JSON.parse(request.context) as SagaContext;
-  const answer = supplierAnswer(request.sku, faultInjection && context.failAt === 'replenishment');
+  const injected =
+    faultInjection && context.failAt === 'replenishment' && request.order_id === context.orderId;
+  const answer = supplierAnswer(request.sku, injected);
   const settled = await store.settle(
     request.id,
     answer.delivered ? 'COMPLETED' : 'FAILED',

@@ -19,6 +19,7 @@ export interface ReplenishmentTables {
     context: string;
     created_at: string;
     due_at: string;
+    settled_at: string | null;
   };
   cancelled_orders: { order_id: string; cancelled_at: string };
 }
@@ -52,6 +53,11 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_settled_at': {
+    async up(db) {
+      await db.schema.alterTable('replenishments').addColumn('settled_at', 'text').execute();
+    },
+  },
 };
 
 export type Replenishment = ReplenishmentTables['replenishments'];
@@ -80,17 +86,27 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
           context: JSON.stringify(r.context),
           created_at: new Date(now).toISOString(),
           due_at: new Date(now + r.delayMs).toISOString(),
+          settled_at: null,
         })
         .execute();
     },
 
-    async pendingRestock(sku: string): Promise<boolean> {
+    /**
+     * A restock of the SKU is on its way, or arrived after `since` (the stock.low was sent before
+     * the delivery reached inventory): ordering again would overshoot.
+     */
+    async restockUnderway(sku: string, since: string): Promise<boolean> {
       const row = await trx
         .selectFrom('replenishments')
         .select('id')
         .where('sku', '=', sku)
         .where('trigger', '=', 'stock.low')
-        .where('status', '=', 'PENDING')
+        .where((eb) =>
+          eb.or([
+            eb('status', '=', 'PENDING'),
+            eb.and([eb('status', '=', 'COMPLETED'), eb('settled_at', '>=', since)]),
+          ]),
+        )
         .executeTakeFirst();
       return row !== undefined;
     },
@@ -103,7 +119,7 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
     ): Promise<Replenishment | undefined> {
       const updated = await trx
         .updateTable('replenishments')
-        .set({ status, detail: detail ?? null })
+        .set({ status, detail: detail ?? null, settled_at: nowIso() })
         .where('id', '=', id)
         .where('status', '=', 'PENDING')
         .executeTakeFirst();
@@ -120,7 +136,7 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
         .execute();
       const result = await trx
         .updateTable('replenishments')
-        .set({ status: 'CANCELLED', detail: 'order cancelled' })
+        .set({ status: 'CANCELLED', detail: 'order cancelled', settled_at: nowIso() })
         .where('order_id', '=', orderId)
         .where('status', '=', 'PENDING')
         .executeTakeFirst();

@@ -1,0 +1,346 @@
+/**
+ * Chaos: a load of orders while things break on purpose, on a RabbitMQ node of the tests' own.
+ * Each test ends with saga.md's invariants checked (npm run check), every order that got a 201
+ * terminal, nothing lost and no effect doubled; the table of what happened is printed at the end
+ * and written to .tmp/chaos-results.json.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import amqp from 'amqplib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { queueNames } from '../../common/amqp.ts';
+import { SERVICES } from '../../common/events.ts';
+import { checkConsistency } from '../../scripts/consistency.ts';
+import { BrokerNode } from '../support/broker-node.ts';
+import { aLine, anOrder } from '../support/builders.ts';
+import type { Order, Replenishment, Shipment, Stock } from '../support/saga.ts';
+import { System } from '../support/system.ts';
+
+interface Row {
+  test: string;
+  orders: number;
+  faults: string;
+  lost: number;
+  doubled: number;
+  parked: number;
+  completed: number;
+  cancelled: number;
+  violations: number;
+}
+const results: Row[] = [];
+
+let node: BrokerNode;
+beforeAll(async () => {
+  node = await BrokerNode.start();
+}, 120_000);
+afterAll(async () => {
+  await node?.destroy();
+  const table = [
+    '| test | orders | faults injected | lost | doubled | parked | completed | cancelled | violations |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...results.map(
+      (r) =>
+        `| ${r.test} | ${r.orders} | ${r.faults} | ${r.lost} | ${r.doubled} | ${r.parked} | ${r.completed} | ${r.cancelled} | ${r.violations} |`,
+    ),
+  ].join('\n');
+  console.log(`\n${table}\n`);
+  mkdirSync('.tmp', { recursive: true });
+  writeFileSync('.tmp/chaos-results.json', JSON.stringify(results, null, 2));
+}, 60_000);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One order of the mix: mostly plain, some through replenishment, some failing at shipment. */
+function mixed(i: number): { body: ReturnType<typeof anOrder>; headers: Record<string, string> } {
+  if (i % 10 === 3) return { body: anOrder({ items: [aLine('GIZMO-3', 6 + (i % 4))] }), headers: {} };
+  if (i % 10 === 7)
+    return { body: anOrder({ items: [aLine('GADGET-2', 1)] }), headers: { 'X-Fail-At': 'shipment' } };
+  return { body: anOrder({ items: [aLine('WIDGET-1', 1 + (i % 3))] }), headers: {} };
+}
+
+/** Posts `orders` orders at `perSecond`; resolves with the ids answered 201 and every other answer. */
+async function load(system: System, orders: number, perSecond: number) {
+  const accepted: string[] = [];
+  const refused: string[] = [];
+  const inFlight: Promise<void>[] = [];
+  const started = Date.now();
+  for (let i = 0; i < orders; i++) {
+    const due = started + (i * 1000) / perSecond;
+    if (due > Date.now()) await sleep(due - Date.now());
+    const { body, headers } = mixed(i);
+    inFlight.push(
+      system
+        .request<Order>('order-creation', 'POST', '/orders', body, headers)
+        .then((r) => {
+          if (r.status === 201) accepted.push(r.body.id);
+          else refused.push(`${r.status} ${JSON.stringify(r.body)}`);
+        })
+        .catch((e) => {
+          refused.push(String(e));
+        }),
+    );
+  }
+  await Promise.all(inFlight);
+  return { accepted, refused };
+}
+
+async function allOrders(system: System): Promise<Order[]> {
+  const out: Order[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await system.get<{ items: Order[]; nextCursor?: string }>(
+      'order-creation',
+      `/orders?limit=200${cursor ? `&cursor=${cursor}` : ''}`,
+    );
+    out.push(...page.body.items);
+    cursor = page.body.nextCursor;
+  } while (cursor);
+  return out;
+}
+
+/** Waits until every order is terminal (or the time is up). */
+async function settle(system: System, ms = 150_000): Promise<Order[]> {
+  const started = Date.now();
+  for (;;) {
+    const orders = await allOrders(system);
+    if (
+      orders.every((o) => o.status === 'COMPLETED' || o.status === 'CANCELLED') ||
+      Date.now() - started > ms
+    )
+      return orders;
+    await sleep(500);
+  }
+}
+
+async function parkedCount(system: System): Promise<number> {
+  const connection = await amqp.connect(node.url);
+  try {
+    const channel = await connection.createChannel();
+    let n = 0;
+    for (const service of SERVICES) {
+      n += (await channel.checkQueue(queueNames(system.exchange, service).deadLetterQueue)).messageCount;
+    }
+    return n;
+  } finally {
+    await connection.close();
+  }
+}
+
+/**
+ * Effects applied twice: a second shipment of an order, an event twice in an order's timeline,
+ * stock dispatched or replenished beyond what the orders and the supplier account for.
+ */
+async function doubledEffects(system: System, orders: Order[]): Promise<string[]> {
+  const problems: string[] = [];
+  const shipments = (await system.get<Shipment[]>('shipment', '/shipments')).body;
+  const dispatchedPerOrder = new Map<string, number>();
+  for (const s of shipments) {
+    if (s.status === 'DISPATCHED')
+      dispatchedPerOrder.set(s.orderId, (dispatchedPerOrder.get(s.orderId) ?? 0) + 1);
+  }
+  for (const [orderId, n] of dispatchedPerOrder)
+    if (n > 1) problems.push(`order ${orderId} dispatched ${n} times`);
+
+  const once = [
+    'order.created',
+    'inventory.reserved',
+    'shipment.dispatched',
+    'order.completed',
+    'order.cancelled',
+    'inventory.released',
+  ];
+  for (const summary of orders) {
+    const order = (await system.get<Order>('order-creation', `/orders/${summary.id}`)).body;
+    const seen = new Map<string, number>();
+    for (const t of order.timeline) seen.set(t.type, (seen.get(t.type) ?? 0) + 1);
+    for (const type of once)
+      if ((seen.get(type) ?? 0) > 1) problems.push(`order ${order.id} has ${type} ${seen.get(type)} times`);
+  }
+
+  const stock = (await system.get<Stock[]>('inventory', '/stock')).body;
+  const replenishments = (await system.get<Replenishment[]>('replenishment', '/replenishments')).body;
+  for (const sku of stock) {
+    const shipped = orders
+      .filter((o) => o.status === 'COMPLETED')
+      .flatMap((o) => o.items)
+      .filter((l) => l.sku === sku.sku)
+      .reduce((n, l) => n + l.quantity, 0);
+    if (sku.dispatched !== shipped)
+      problems.push(`${sku.sku}: dispatched ${sku.dispatched}, completed orders hold ${shipped}`);
+    const bought = replenishments
+      .filter((r) => r.sku === sku.sku && r.status === 'COMPLETED')
+      .reduce((n, r) => n + r.quantity, 0);
+    if (sku.replenished !== bought)
+      problems.push(`${sku.sku}: replenished ${sku.replenished}, the supplier delivered ${bought}`);
+  }
+  return problems;
+}
+
+/** The verdict of one chaos run: recorded in the table, then asserted. */
+async function verdict(
+  test: string,
+  system: System,
+  faults: string,
+  posted: { accepted: string[]; refused: string[] },
+  expectedParked = 0,
+) {
+  const orders = await settle(system);
+  const terminal = new Set(
+    orders.filter((o) => o.status === 'COMPLETED' || o.status === 'CANCELLED').map((o) => o.id),
+  );
+  const lost = posted.accepted.filter((id) => !terminal.has(id));
+  const doubled = await doubledEffects(system, orders);
+  const parked = await parkedCount(system);
+  const report = await checkConsistency({
+    orders: system.url('order-creation', ''),
+    inventory: system.url('inventory', ''),
+    shipment: system.url('shipment', ''),
+  });
+  results.push({
+    test,
+    orders: posted.accepted.length,
+    faults,
+    lost: lost.length,
+    doubled: doubled.length,
+    parked,
+    completed: orders.filter((o) => o.status === 'COMPLETED').length,
+    cancelled: orders.filter((o) => o.status === 'CANCELLED').length,
+    violations: report.violations.length,
+  });
+  expect(posted.refused, 'every POST answered 201').toEqual([]);
+  expect(lost, 'orders never terminal').toEqual([]);
+  expect(doubled, 'effects applied twice').toEqual([]);
+  expect(report.violations).toEqual([]);
+  expect(parked).toBe(expectedParked);
+}
+
+async function withSystem(body: (system: System) => Promise<void>): Promise<void> {
+  const logs: string[] = [];
+  const system = await System.start({
+    logs,
+    env: { AMQP_URL: node.url, SAGA_DEADLINE_MS: '120000', BROKER_CONNECT_TIMEOUT_MS: '60000' },
+  });
+  try {
+    await body(system);
+  } catch (error) {
+    console.log(
+      logs
+        .filter((l) => /"level":(50|60)/.test(l))
+        .slice(-30)
+        .join('\n'),
+    );
+    throw error;
+  } finally {
+    await system.stop('SIGKILL');
+    await system.destroy().catch(() => {});
+  }
+}
+
+describe('under chaos, no order is lost and no effect is doubled', () => {
+  it('when the broker restarts twice during the load', async () => {
+    await withSystem(async (system) => {
+      const posting = load(system, 500, 40);
+      await sleep(3000);
+      await node.restart();
+      await sleep(2000);
+      await node.restart();
+      await verdict('broker restarted twice', system, '2 broker restarts', await posting);
+    });
+  }, 300_000);
+
+  it('when each service is killed with SIGKILL at a random moment and restarted', async () => {
+    await withSystem(async (system) => {
+      const posting = load(system, 500, 40);
+      for (const service of [...SERVICES].sort(() => Math.random() - 0.5)) {
+        await sleep(500 + Math.random() * 2000);
+        await system.signal(service, 'SIGKILL');
+        await sleep(300);
+        await system.startService(service);
+      }
+      await verdict('each service SIGKILLed once', system, '4 SIGKILLs', await posting);
+    });
+  }, 300_000);
+
+  it('when every event is published twice', async () => {
+    await withSystem(async (system) => {
+      // A duplicator on the exchange publishes every event once more, with the same message id.
+      const connection = await amqp.connect(node.url);
+      const channel = await connection.createConfirmChannel();
+      const { queue } = await channel.assertQueue('', { exclusive: true });
+      await channel.bindQueue(queue, system.exchange, '#');
+      let duplicated = 0;
+      await channel.consume(queue, (message) => {
+        if (!message) return;
+        if (!message.properties.headers?.['x-test-duplicate']) {
+          channel.publish(system.exchange, message.fields.routingKey, message.content, {
+            ...message.properties,
+            headers: { ...message.properties.headers, 'x-test-duplicate': true },
+          });
+          duplicated += 1;
+        }
+        channel.ack(message);
+      });
+      const posted = await load(system, 500, 60);
+      await settle(system);
+      await channel.waitForConfirms();
+      await connection.close();
+      await verdict('every event published twice', system, `${duplicated} duplicates`, posted);
+    });
+  }, 300_000);
+
+  it('when 50 poison messages are injected into each queue', async () => {
+    await withSystem(async (system) => {
+      const connection = await amqp.connect(node.url);
+      const channel = await connection.createConfirmChannel();
+      const posting = load(system, 500, 60);
+      const envelope = (type: string, data: object) =>
+        Buffer.from(
+          JSON.stringify({ id: randomUUID(), type, version: 1, occurredAt: new Date().toISOString(), data }),
+        );
+      const poisons = [
+        () => Buffer.from('{"not": json'),
+        () => envelope('order.created', { orderId: 'x' }),
+        () => envelope('order.exploded', {}),
+        () => Buffer.from([0xff, 0xfe, 0x00, 0xc3, 0x28]),
+        () => Buffer.from('null'),
+      ];
+      let injected = 0;
+      for (let i = 0; i < 50; i++) {
+        for (const service of SERVICES) {
+          const poison = poisons[i % poisons.length] as () => Buffer;
+          channel.sendToQueue(queueNames(system.exchange, service).queue, poison(), {
+            persistent: true,
+            messageId: randomUUID(),
+            contentType: 'application/json',
+          });
+          injected += 1;
+        }
+        await sleep(40);
+      }
+      await channel.waitForConfirms();
+      await connection.close();
+      await verdict(
+        '50 poison messages per queue',
+        system,
+        `${injected} poison messages`,
+        await posting,
+        injected,
+      );
+    });
+  }, 300_000);
+
+  it('when the broker is down for 20 s while orders keep coming', async () => {
+    await withSystem(async (system) => {
+      const posting = load(system, 900, 30); // 30 s of orders
+      await sleep(3000);
+      await node.halt();
+      const down = Date.now();
+      await sleep(1500);
+      const ready = await system.get<{ status: string }>('order-creation', '/health/ready');
+      await sleep(Math.max(0, 20_000 - (Date.now() - down)));
+      await node.boot();
+      expect(ready.status).toBe(503);
+      await verdict('broker down 20 s', system, 'broker down 20 s', await posting);
+    });
+  }, 300_000);
+});
