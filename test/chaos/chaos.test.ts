@@ -261,6 +261,20 @@ describe('under chaos, no order is lost and no effect is doubled', () => {
     });
   }, 300_000);
 
+  it('when each service is stopped with SIGTERM during the load and started again', async () => {
+    await withSystem(async (system) => {
+      const posting = load(system, 500, 40);
+      const exits = [];
+      for (const service of SERVICES) {
+        await sleep(800);
+        exits.push(await system.signal(service, 'SIGTERM'));
+        await system.startService(service);
+      }
+      for (const exit of exits) expect(exit, exit.service).toMatchObject({ code: 0 });
+      await verdict('each service SIGTERMed once', system, '4 graceful stops', await posting);
+    });
+  }, 300_000);
+
   it('when every event is published twice', async () => {
     await withSystem(async (system) => {
       // A duplicator on the exchange publishes every event once more, with the same message id.

@@ -243,6 +243,37 @@ describe('the runner', () => {
   });
 });
 
+describe('retention', () => {
+  it('forgets handled message ids and published outbox rows older than the window, and only those', async () => {
+    const db = service?.app.db;
+    if (!db) throw new Error('no service');
+    const old = new Date(Date.now() - 200 * 3_600_000).toISOString();
+    const recent = new Date().toISOString();
+    await db
+      .insertInto('inbox')
+      .values([
+        { message_id: 'old', consumer: 'probe', handled_at: old },
+        { message_id: 'recent', consumer: 'probe', handled_at: recent },
+      ])
+      .execute();
+    const row = { routing_key: 'order.completed', body: '{}', headers: '{}', created_at: old };
+    await db
+      .insertInto('outbox')
+      .values([
+        { ...row, id: 'old-published', published_at: old },
+        { ...row, id: 'recent-published', published_at: recent },
+      ])
+      .execute();
+
+    await service?.app.runner.prune();
+
+    const inbox = await db.selectFrom('inbox').select('message_id').where('consumer', '=', 'probe').execute();
+    expect(inbox.map((r) => r.message_id)).toEqual(['recent']);
+    const outbox = await db.selectFrom('outbox').select('id').where('id', 'like', '%-published').execute();
+    expect(outbox.map((r) => r.id)).toEqual(['recent-published']);
+  });
+});
+
 describe('the outbox relay', () => {
   it('publishes events committed before a crash when the service starts again', async () => {
     await service?.stop();
