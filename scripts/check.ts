@@ -5,11 +5,11 @@
  *   npm run check -- [--orders URL] [--inventory URL] [--shipment URL] [--wait MS] [--grace MS]
  *
  * URLs default to 127.0.0.1 on the configured ports. `--wait` first polls until every order is
- * terminal (handy right after a load); `--grace` is how late a cancellation may be (default 5000).
+ * terminal and gives lagging compensations the rest of that time (handy right after a load); `--grace` is how late a cancellation may be (default 5000).
  */
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../common/config.ts';
-import { checkConsistency, waitUntilSettled } from './consistency.ts';
+import { checkUntilClean, waitUntilSettled } from './consistency.ts';
 
 const USAGE =
   'usage: npm run check -- [--orders URL] [--inventory URL] [--shipment URL] [--wait MS] [--grace MS]';
@@ -57,10 +57,14 @@ try {
 const { urls, waitMs, deadlineGraceMs } = cli;
 
 try {
+  const started = Date.now();
   if (waitMs > 0 && !(await waitUntilSettled(urls.orders, waitMs))) {
     console.log(`Some orders are still open after ${waitMs} ms; checking anyway.`);
   }
-  const report = await checkConsistency(urls, { deadlineGraceMs });
+  // With --wait, a violation must also outlast the rest of the wait (compensations landing).
+  const report = await checkUntilClean(urls, Math.max(0, waitMs - (Date.now() - started)), {
+    deadlineGraceMs,
+  });
   console.log(
     `${report.orders} orders (${report.terminal} terminal), ${report.skus} SKUs, ${report.shipments} shipments`,
   );

@@ -206,3 +206,21 @@ export async function checkConsistency(urls: ServiceUrls, options: CheckOptions 
     shipments: shipments.length,
   };
 }
+
+/**
+ * Checks again until clean or `timeoutMs` has passed, and returns the last report. Compensations
+ * land a moment after an order turns terminal, so a system that just settled may show a
+ * reservation for a few milliseconds more: a violation that stays is a real one.
+ */
+export async function checkUntilClean(
+  urls: ServiceUrls,
+  timeoutMs: number,
+  options: CheckOptions = {},
+): Promise<CheckReport> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const report = await checkConsistency(urls, options);
+    if (report.violations.length === 0 || Date.now() >= deadline) return report;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}

@@ -10,7 +10,7 @@ import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queueNames } from '../../common/amqp.ts';
 import { SERVICES } from '../../common/events.ts';
-import { checkConsistency } from '../../scripts/consistency.ts';
+import { checkUntilClean } from '../../scripts/consistency.ts';
 import { BrokerNode } from '../support/broker-node.ts';
 import { aLine, anOrder } from '../support/builders.ts';
 import type { Order, Replenishment, Shipment, Stock } from '../support/saga.ts';
@@ -191,11 +191,14 @@ async function verdict(
   const lost = posted.accepted.filter((id) => !terminal.has(id));
   const doubled = await doubledEffects(system, orders);
   const parked = await parkedCount(system);
-  const report = await checkConsistency({
-    orders: system.url('order-creation', ''),
-    inventory: system.url('inventory', ''),
-    shipment: system.url('shipment', ''),
-  });
+  const report = await checkUntilClean(
+    {
+      orders: system.url('order-creation', ''),
+      inventory: system.url('inventory', ''),
+      shipment: system.url('shipment', ''),
+    },
+    10_000,
+  );
   results.push({
     test,
     orders: posted.accepted.length,

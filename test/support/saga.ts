@@ -1,7 +1,7 @@
 /** Helpers over a running System: place orders, wait for them, read every service's view of one. */
 import { expect } from 'vitest';
 import type { components } from '../../common/generated/api.ts';
-import { checkConsistency } from '../../scripts/consistency.ts';
+import { checkUntilClean } from '../../scripts/consistency.ts';
 import { anOrder } from './builders.ts';
 import type { System } from './system.ts';
 
@@ -64,11 +64,14 @@ export async function settled(system: System, orderId: string, done: (view: View
 
 /** `npm run check`'s verdict on the whole system: no violation of saga.md's invariants. */
 export async function expectConsistent(system: System): Promise<void> {
-  const report = await checkConsistency({
-    orders: system.url('order-creation', ''),
-    inventory: system.url('inventory', ''),
-    shipment: system.url('shipment', ''),
-  });
+  const report = await checkUntilClean(
+    {
+      orders: system.url('order-creation', ''),
+      inventory: system.url('inventory', ''),
+      shipment: system.url('shipment', ''),
+    },
+    10_000,
+  );
   expect(report.violations).toEqual([]);
 }
 
