@@ -202,9 +202,11 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
     });
     for (const key of bindings) await channel.bindQueue(names.queue, names.exchange, key);
 
+    // Classic on purpose: parked messages are listed (and requeued) by operators, and a quorum
+    // queue's delivery limit would one day drop them.
     await channel.assertQueue(names.deadLetterQueue, {
       durable: true,
-      arguments: { 'x-queue-type': queueType },
+      arguments: { 'x-queue-type': 'classic' },
     });
     await channel.bindQueue(names.deadLetterQueue, names.deadLetterExchange, names.queue);
 

@@ -176,6 +176,21 @@ export class HttpServer {
         cb();
       },
     );
+    // Requests Node refuses before routing (a head over 16 KiB, a broken request line) get a problem too.
+    this.server.server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable || error.code === 'ECONNRESET') {
+        socket.destroy();
+        return;
+      }
+      const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+      const title = status === 431 ? 'Request header fields too large' : 'Bad request';
+      const body = problemBody(
+        new AppError(status, title, `The request could not be parsed (${error.code ?? 'invalid'}).`),
+      );
+      socket.end(
+        `HTTP/1.1 ${status} ${title}\r\ncontent-type: ${PROBLEM_JSON}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    });
     this.route('get', '/health/live', () => ({
       status: 200,
       body: { status: 'ok', service: config.service },
@@ -230,6 +245,8 @@ export class HttpServer {
 
   private sendError(req: Request, res: Response, error: unknown): void {
     if (error instanceof AppError) {
+      // The rest of a refused body was never read: the connection cannot carry another request.
+      if (error.status === 413 || error.status === 415) res.setHeader('connection', 'close');
       sendRaw(res, error.status, PROBLEM_JSON, problemBody(error, req.url));
       return;
     }
