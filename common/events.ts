@@ -48,12 +48,19 @@ export interface SagaEvent<K extends RoutingKey = RoutingKey> {
   data: EventData<K>;
 }
 
-/** An event a handler asks to emit; the runner turns it into an envelope with the saga context. */
-export type Emit = { [K in RoutingKey]: { type: K; data: EventData<K> } }[RoutingKey];
+/**
+ * An event a handler asks to emit; the runner turns it into an envelope with the saga context of
+ * the event being handled, or with `context` when the event is about another order.
+ */
+export type Emit = { [K in RoutingKey]: { type: K; data: EventData<K>; context?: SagaContext } }[RoutingKey];
 
-/** `emit('inventory.reserved', { ... })`: the data is checked against that key's schema type. */
-export function emit<K extends RoutingKey>(type: K, data: EventData<K>): Emit {
-  return { type, data } as Emit;
+/**
+ * `emit('inventory.reserved', { ... })`: the data is checked against that key's schema type.
+ * Pass the order's own saga context when the event is about an order other than the one being
+ * handled (a backorder filled by another order's release), so its trace and x-fail-at follow it.
+ */
+export function emit<K extends RoutingKey>(type: K, data: EventData<K>, context?: SagaContext): Emit {
+  return (context ? { type, data, context } : { type, data }) as Emit;
 }
 
 /** Where a step of the saga is made to fail on purpose (the `X-Fail-At` / `x-fail-at` header). */

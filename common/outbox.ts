@@ -27,6 +27,21 @@ function childTraceparent(parent: string | undefined): string {
 }
 
 /**
+ * The saga headers an emitted event travels with: its own order's context when it brings one,
+ * else the context of the event being handled, whose id is always the cause. An injected failure
+ * belongs to its order: an event about another order, or about none (stock.low), never carries it.
+ */
+export function sagaHeaders(e: Emit, handled: SagaContext): Record<string, string> {
+  // Another order's context replaces the handled one whole: none of its x-fail-at may leak in.
+  const saga = e.context ? { ...e.context, causationId: handled.causationId } : handled;
+  const orderId = orderIdOf(e.data);
+  const headers: Record<string, string> = { [HEADER.traceparent]: childTraceparent(saga.traceparent) };
+  if (saga.causationId) headers[HEADER.causationId] = saga.causationId;
+  if (saga.failAt && orderId && orderId === saga.orderId) headers[HEADER.failAt] = saga.failAt;
+  return headers;
+}
+
+/**
  * Writes the events in the transaction, as envelopes carrying the saga context. Each event is
  * validated against its schema first: an invalid one is a bug and rolls the transaction back.
  */
@@ -53,11 +68,7 @@ export async function writeOutbox(
       data: e.data,
     } as SagaEvent;
     events.push(event);
-    const headers: Record<string, string> = { [HEADER.traceparent]: childTraceparent(context.traceparent) };
-    if (context.causationId) headers[HEADER.causationId] = context.causationId;
-    // An injected failure belongs to its order: an event about another order (a backorder filled
-    // by this one's release) or about none (stock.low) must not carry it.
-    if (context.failAt && orderId && orderId === context.orderId) headers[HEADER.failAt] = context.failAt;
+    const headers = sagaHeaders(e, context);
     return {
       id: event.id,
       routing_key: e.type,

@@ -8,7 +8,7 @@ import type { InventoryStore, NowReserved } from '../services/inventory/store.ts
 
 /** Stock given back goes to waiting backorders first; those that are now complete are reserved. */
 export const reservedEvents = (ready: NowReserved[]): Emit[] =>
-  ready.map((order) => emit('inventory.reserved', order));
+  ready.map(({ context, ...order }) => emit('inventory.reserved', order, context));
 
 /**
  * order.cancelled → release the order's reservation (and drop its backorders). Arriving before

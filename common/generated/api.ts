@@ -229,6 +229,12 @@ export type components = {
             quantity: components["schemas"]["Quantity"];
         };
         OrderItems: components["schemas"]["OrderItem"][];
+        /** @description A quantity of one SKU held for an order: the order's lines of that SKU added up (an order may list a SKU twice). */
+        StockLine: {
+            sku: components["schemas"]["Sku"];
+            quantity: number;
+        };
+        StockLines: components["schemas"]["StockLine"][];
         ShippingAddress: {
             name: string;
             line1: string;
@@ -285,7 +291,7 @@ export type components = {
          */
         "inventory.released": {
             orderId: components["schemas"]["OrderId"];
-            items: components["schemas"]["OrderItem"][];
+            items: components["schemas"]["StockLine"][];
         };
         /**
          * inventory.reserved
@@ -293,7 +299,7 @@ export type components = {
          */
         "inventory.reserved": {
             orderId: components["schemas"]["OrderId"];
-            items: components["schemas"]["OrderItems"];
+            items: components["schemas"]["StockLines"];
             shippingAddress: components["schemas"]["ShippingAddress"];
         };
         /**

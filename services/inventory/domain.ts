@@ -20,6 +20,15 @@ export const available = (stock: StockLevel): number => stock.onHand - stock.res
 export const isLow = (stock: StockLevel): boolean =>
   !stock.discontinued && available(stock) <= stock.reorderPoint;
 
+/** `label: A, B, C and 12 more`, within the 500 characters a failure detail may have. */
+function listed(label: string, items: readonly string[], max = 500): string {
+  let text = `${label}: ${items.join(', ')}`;
+  for (let shown = items.length - 1; text.length > max && shown > 0; shown--) {
+    text = `${label}: ${items.slice(0, shown).join(', ')} and ${items.length - shown} more`;
+  }
+  return text.slice(0, max);
+}
+
 export type Rejection = Pick<EventData<'inventory.rejected'>, 'reason' | 'detail'>;
 
 export type ReservationPlan =
@@ -49,7 +58,7 @@ export function planReservation(
   if (unknown.length > 0) {
     return {
       kind: 'rejected',
-      rejection: { reason: 'UNKNOWN_SKU', detail: `unknown SKU: ${unknown.join(', ')}` },
+      rejection: { reason: 'UNKNOWN_SKU', detail: listed('unknown SKU', unknown) },
     };
   }
   return {

@@ -16,7 +16,7 @@ async function lowStockEvents(store: InventoryStore, skus: readonly string[]): P
     );
 }
 
-const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store, { failAt }) => {
+const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store, { failAt, saga }) => {
   // Seen before (another delivery, or a cancellation's tombstone): refuse.
   if (await store.order(data.orderId)) return [];
   const stock = await store.stock(data.items.map((item) => item.sku));
@@ -31,7 +31,10 @@ const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store
       await store.addBackorder(data.orderId, line.sku, line.missing, failAt === 'replenishment');
   }
   const shortages = plan.lines.filter((l) => l.missing > 0).map(({ sku, missing }) => ({ sku, missing }));
-  await store.setOrder(data.orderId, shortages.length > 0 ? 'BACKORDERED' : 'RESERVED', data.shippingAddress);
+  await store.setOrder(data.orderId, shortages.length > 0 ? 'BACKORDERED' : 'RESERVED', {
+    shippingAddress: data.shippingAddress,
+    context: { orderId: saga.orderId, traceparent: saga.traceparent, failAt: saga.failAt },
+  });
   const outcome =
     shortages.length > 0
       ? emit('inventory.backordered', {
@@ -57,7 +60,7 @@ const restock: Handler<'replenishment.completed', InventoryStore> = async ({ dat
     log.warn({ sku: data.sku }, 'replenishment of a SKU inventory does not carry: ignored');
     return [];
   }
-  const ready = await store.fillBackorders([data.sku]);
+  const ready = await store.fillBackorders([data.sku], data.orderId);
   return [...reservedEvents(ready), ...(await lowStockEvents(store, [data.sku]))];
 };
 

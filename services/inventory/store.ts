@@ -2,7 +2,7 @@
 import { type Generated, type Migration, sql } from 'kysely';
 import { type Db, nowIso, type Tx } from '../../common/db.ts';
 import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
-import type { EventData } from '../../common/events.ts';
+import type { EventData, SagaContext } from '../../common/events.ts';
 import { allocate, type StockLevel } from './domain.ts';
 
 /**
@@ -33,6 +33,8 @@ export interface InventoryTables {
     order_id: string;
     status: InventoryOrderStatus;
     shipping_address: string | null;
+    /** The order's saga context, for events about it emitted while handling another order's. */
+    context: string | null;
     updated_at: string;
   };
   reservations: { order_id: string; sku: string; requested: number; quantity: number };
@@ -93,16 +95,22 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0003_order_context': {
+    async up(db) {
+      await db.schema.alterTable('orders').addColumn('context', 'text').execute();
+    },
+  },
 };
 
 type Address = EventData<'order.created'>['shippingAddress'];
 type Items = EventData<'inventory.reserved'>['items'];
 
-/** An order whose last backorder was just filled: ready for inventory.reserved. */
+/** An order whose last backorder was just filled: ready for inventory.reserved, in its own saga context. */
 export interface NowReserved {
   orderId: string;
   items: Items;
   shippingAddress: Address;
+  context: SagaContext;
 }
 
 const toLevel = (row: InventoryTables['stock']): StockLevel => ({
@@ -125,15 +133,23 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
       return trx.selectFrom('orders').selectAll().where('order_id', '=', orderId).executeTakeFirst();
     },
 
-    async setOrder(orderId: string, status: InventoryOrderStatus, shippingAddress?: Address): Promise<void> {
-      const address = shippingAddress ? JSON.stringify(shippingAddress) : null;
+    /** Records the order's status; the first time, with its shipping address and saga context. */
+    async setOrder(
+      orderId: string,
+      status: InventoryOrderStatus,
+      first?: { shippingAddress: Address; context: SagaContext },
+    ): Promise<void> {
+      const address = first ? JSON.stringify(first.shippingAddress) : null;
+      const context = first ? JSON.stringify(first.context) : null;
       await trx
         .insertInto('orders')
-        .values({ order_id: orderId, status, shipping_address: address, updated_at: nowIso() })
+        .values({ order_id: orderId, status, shipping_address: address, context, updated_at: nowIso() })
         .onConflict((oc) =>
-          oc
-            .column('order_id')
-            .doUpdateSet({ status, updated_at: nowIso(), ...(address ? { shipping_address: address } : {}) }),
+          oc.column('order_id').doUpdateSet({
+            status,
+            updated_at: nowIso(),
+            ...(first ? { shipping_address: address, context } : {}),
+          }),
         )
         .execute();
     },
@@ -217,14 +233,19 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
      * Gives free stock of these SKUs to waiting backorders, first come first served, and returns
      * the orders that have nothing left waiting.
      */
-    async fillBackorders(skus: readonly string[]): Promise<NowReserved[]> {
+    async fillBackorders(skus: readonly string[], ownReplenishmentOf?: string): Promise<NowReserved[]> {
       const touched = new Set<string>();
       for (const [sku, level] of await store.stock(skus)) {
         const waiting = await trx
           .selectFrom('backorders')
           .select(['seq', 'order_id as orderId', 'missing'])
           .where('sku', '=', sku)
-          .where('held', '=', 0)
+          // A held backorder waits for its own order's replenishment; nothing else fills it.
+          .where((eb) =>
+            ownReplenishmentOf
+              ? eb.or([eb('held', '=', 0), eb('order_id', '=', ownReplenishmentOf)])
+              : eb('held', '=', 0),
+          )
           .orderBy('seq')
           .execute();
         for (const { seq, orderId, take } of allocate(waiting, level.onHand - level.reserved)) {
@@ -266,6 +287,7 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
           orderId,
           items: items as Items,
           shippingAddress: JSON.parse(order.shipping_address ?? 'null'),
+          context: { orderId, ...JSON.parse(order.context ?? '{}') },
         });
       }
       return ready;

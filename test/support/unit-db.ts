@@ -109,11 +109,23 @@ export const inventoryReserved = (
   items: EventData<'inventory.reserved'>['items'] = [{ sku: 'WIDGET-1', quantity: 1 }],
 ) => anEvent('inventory.reserved', { orderId, items, shippingAddress });
 
-/** The context the runner gives a handler. */
-export function aContext(service: ServiceName, failAt?: FailAt, env: NodeJS.ProcessEnv = {}): HandlerContext {
+/**
+ * The context the runner gives a handler for `event`: its saga context belongs to the event's
+ * order (x-fail-at only travels on events about that order).
+ */
+export function aContext(
+  service: ServiceName,
+  failAt?: FailAt,
+  env: NodeJS.ProcessEnv = {},
+  event?: Pick<SagaEvent, 'id' | 'orderId'>,
+): HandlerContext {
   return {
     ...(failAt ? { failAt } : {}),
-    saga: failAt ? { failAt } : {},
+    saga: {
+      ...(event?.orderId ? { orderId: event.orderId } : {}),
+      ...(event ? { causationId: event.id } : {}),
+      ...(failAt ? { failAt } : {}),
+    },
     config: loadConfig(service, env),
     log: createLogger(service, 'silent'),
   };
@@ -147,7 +159,7 @@ export async function openServiceDb<T, S>(
   return {
     db,
     async handle(handler, event, failAt) {
-      const context = aContext(service, failAt, env);
+      const context = aContext(service, failAt, env, event);
       return db.transaction().execute(async (trx) => {
         const emitted = await handler(event, store(trx), context);
         await writeOutbox(runnerTx(trx), emitted, context.saga);
