@@ -20,11 +20,11 @@ const track: Handler<RoutingKey, OrderStore> = async (event, store, { log }) => 
   return decision.emit;
 };
 
-/** Its own events come back too: the timeline already has them, and routing `order.completed` needs a queue. */
+/**
+ * Its own events enter the timeline when they are emitted, so it does not consume them, except
+ * order.completed: nobody else does, and a mandatory publish needs a queue to land in.
+ */
 export const handlers: Handlers<OrderStore> = {
-  'order.created': track,
-  'order.cancel_requested': track,
-  'order.cancelled': track,
   'order.completed': track,
   'inventory.reserved': track,
   'inventory.backordered': track,

@@ -4,7 +4,7 @@
  *
  * Consumes: inventory.reserved, inventory.backordered, inventory.rejected, inventory.released,
  *           replenishment.completed, replenishment.failed, shipment.dispatched, shipment.failed,
- *           shipment.cancelled, shipment.cancel_rejected, and its own order.* events (timeline)
+ *           shipment.cancelled, shipment.cancel_rejected, order.completed (its own: a queue for it)
  * Emits:    order.created, order.cancel_requested, order.cancelled, order.completed
  */
 import { runService } from '../../common/service.ts';

@@ -9,7 +9,7 @@ import type { components } from '../../common/generated/api.ts';
 import type { HttpServer } from '../../common/http.ts';
 import type { Runner } from '../../common/runner.ts';
 import { type CancelReason, isTerminal, type OrderStatus, requestCancel } from './domain.ts';
-import { listOrders, type OrderStore, type OrderTables, readOrder } from './store.ts';
+import { listOrders, type OrderStore, type OrderTables, orderStatus, readOrder } from './store.ts';
 
 type CreateOrder = components['schemas']['CreateOrderRequest'];
 
@@ -147,12 +147,13 @@ export function addRoutes(
   http.route('get', '/orders/{id}', async ({ params, query }) => {
     const id = String(params.id);
     const deadline = Date.now() + Number(query.wait ?? 0);
-    let order = await readOrder(db, id);
-    while (order && !isTerminal(order.status) && Date.now() < deadline) {
+    let status = await orderStatus(db, id);
+    while (status && !isTerminal(status) && Date.now() < deadline) {
       // Woken at once when the order's fate commits; the short cap also covers another instance deciding it.
       await watch.next(id, Math.min(250, deadline - Date.now()));
-      order = await readOrder(db, id);
+      status = await orderStatus(db, id);
     }
+    const order = status && (await readOrder(db, id));
     if (!order) throw new NotFoundError(`No order ${id}.`);
     return { status: 200, body: order };
   });

@@ -161,6 +161,12 @@ export function orderStore(trx: Tx<OrderTables>) {
 
 export type OrderStore = ReturnType<typeof orderStore>;
 
+/** Just the status (cheap enough to poll while a reader waits). */
+export async function orderStatus(db: Db<OrderTables>, id: string): Promise<OrderStatus | undefined> {
+  const row = await db.selectFrom('orders').select('status').where('id', '=', id).executeTakeFirst();
+  return row?.status;
+}
+
 /** The order with its timeline, or undefined. */
 export async function readOrder(db: Db<OrderTables>, id: string): Promise<Order | undefined> {
   const row = await db.selectFrom('orders').selectAll().where('id', '=', id).executeTakeFirst();

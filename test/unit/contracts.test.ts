@@ -53,12 +53,8 @@ const CONSUMED_BY: Record<RoutingKey, ServiceName[]> = {
   'order.cancelled': ['inventory', 'shipment', 'replenishment'],
   'order.completed': [],
 };
-const TIMELINE_OF_OWN_EVENTS: RoutingKey[] = [
-  'order.created',
-  'order.cancel_requested',
-  'order.cancelled',
-  'order.completed',
-];
+/** Nobody else consumes order.completed: order-creation binds it so that publishing it is routable. */
+const TIMELINE_OF_OWN_EVENTS: RoutingKey[] = ['order.completed'];
 
 function servedRoutes(service: ServiceName): string[] {
   const config = loadConfig(service, {});
