@@ -139,11 +139,11 @@ export class OutboxRelay {
         await this.db
           .updateTable('outbox')
           .set({ published_at: nowIso() })
-          .where(
-            'seq',
-            'in',
-            rows.map((r) => r.seq),
-          )
+          // Commits are serialized, so the batch is every unpublished row in its range: one fixed
+          // statement, where an IN list would be new SQL each time.
+          .where('seq', '>=', rows[0]?.seq ?? 0)
+          .where('seq', '<=', rows.at(-1)?.seq ?? 0)
+          .where('published_at', 'is', null)
           .execute();
         if (rows.length < BATCH) return;
       }

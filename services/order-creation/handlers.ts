@@ -2,12 +2,14 @@
  * order-creation's subscriptions. It listens to every saga event about an order: each one goes
  * into the order's timeline, and those that decide its fate move its status (domain.ts).
  */
-import type { RoutingKey } from '../../common/events.ts';
+import { EMITTED_BY, type RoutingKey } from '../../common/events.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
 import { decide } from './domain.ts';
 import type { OrderStore } from './store.ts';
 
 const track: Handler<RoutingKey, OrderStore> = async (event, store, { log }) => {
+  // Its own event (order.completed): recorded when emitted, and it decides nothing.
+  if (EMITTED_BY[event.type] === 'order-creation') return [];
   await store.record([event]);
   if (!event.orderId) return [];
   const order = await store.order(event.orderId);

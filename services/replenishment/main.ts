@@ -19,7 +19,7 @@ await runService<ReplenishmentTables, ReturnType<typeof replenishmentStore>>({
     addRoutes(http, db);
     // The supplier answers each request once its delay has passed; requests are stored, so a
     // restart loses none.
-    every(Math.max(20, Math.min(250, config.supplierDelayMs / 4)), async () => {
+    every(Math.max(50, Math.min(250, config.supplierDelayMs / 2)), async () => {
       for (const request of await dueRequests(db)) {
         await runner.transact(
           (store) => deliver(store, request, config.faultInjection),
