@@ -14,16 +14,7 @@ export const neverDispatch: Handler<'order.cancelled', ShipmentStore> = async ({
       'order.cancelled for a dispatched order: the pivot protocol was bypassed',
     );
   }
-  if (shipment) return [];
-  await store.record({
-    order_id: data.orderId,
-    id: null,
-    status: 'CANCELLED',
-    carrier: null,
-    tracking_number: null,
-    country: null,
-    detail: data.reason,
-  });
+  if (!shipment) await store.neverDispatch(data.orderId, data.reason);
   return [];
 };
 

@@ -62,17 +62,7 @@ const answerCancel: Handler<'order.cancel_requested', ShipmentStore> = async ({ 
   if (shipment?.status === 'DISPATCHED') {
     return [emit('shipment.cancel_rejected', { orderId: data.orderId, reason: 'ALREADY_DISPATCHED' })];
   }
-  if (!shipment) {
-    await store.record({
-      order_id: data.orderId,
-      id: null,
-      status: 'CANCELLED',
-      carrier: null,
-      tracking_number: null,
-      country: null,
-      detail: data.reason,
-    });
-  }
+  if (!shipment) await store.neverDispatch(data.orderId, data.reason);
   return [emit('shipment.cancelled', { orderId: data.orderId })];
 };
 

@@ -39,9 +39,21 @@ export const migrations: Record<string, Migration> = {
 type Row = ShipmentTables['shipments'];
 
 export function shipmentStore(trx: Tx<ShipmentTables>) {
-  return {
+  const store = {
     async shipment(orderId: string): Promise<Row | undefined> {
       return trx.selectFrom('shipments').selectAll().where('order_id', '=', orderId).executeTakeFirst();
+    },
+    /** The promise never to dispatch the order: a CANCELLED row, which refuses a later reservation. */
+    async neverDispatch(orderId: string, reason: string): Promise<void> {
+      await store.record({
+        order_id: orderId,
+        id: null,
+        status: 'CANCELLED',
+        carrier: null,
+        tracking_number: null,
+        country: null,
+        detail: reason,
+      });
     },
     async record(row: Omit<Row, 'created_at'>): Promise<void> {
       await trx
@@ -50,6 +62,7 @@ export function shipmentStore(trx: Tx<ShipmentTables>) {
         .execute();
     },
   };
+  return store;
 }
 
 export type ShipmentStore = ReturnType<typeof shipmentStore>;
