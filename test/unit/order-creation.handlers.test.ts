@@ -9,7 +9,6 @@ import {
   handlerFor,
   inventoryReserved,
   openServiceDb,
-  orderCreated,
   shipmentDispatched,
 } from '../support/unit-db.ts';
 
