@@ -272,7 +272,7 @@ describe('under chaos, no order is lost and no effect is doubled', () => {
 
   it('when each service is stopped with SIGTERM during the load and started again', async () => {
     await withSystem(async (system) => {
-      const posting = load(system, 500, 40);
+      const posting = load(system, 600, 40); // some arrive while order-creation itself is down
       const exits = [];
       for (const service of SERVICES) {
         await sleep(800);
