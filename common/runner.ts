@@ -84,8 +84,24 @@ export function retryDelays(config: Pick<Config, 'retryAttempts' | 'retryBaseDel
   return Array.from({ length: config.retryAttempts - 1 }, (_, i) => config.retryBaseDelayMs * 2 ** i);
 }
 
+/** A delivery waiting to be handled, with what decoding it found. */
+interface Delivery<S> {
+  message: ConsumeMessage;
+  channel: Channel;
+  event: SagaEvent;
+  handler: Handler<RoutingKey, S>;
+  context: SagaContext;
+  failAt?: FailAt;
+  done: () => void;
+}
+
+/** Most deliveries handled in one transaction (the prefetch bounds how many are waiting). */
+const BURST = 64;
+
 export class Runner<T, S> {
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly pending: Delivery<S>[] = [];
+  private working?: Promise<void>;
   private readonly delays: number[];
   private pruneTimer?: NodeJS.Timeout;
 
@@ -99,6 +115,7 @@ export class Runner<T, S> {
 
   async start(): Promise<void> {
     await this.options.broker.consume((message, channel) => {
+      this.track(channel, message);
       const work = this.handle(message, channel).catch((error) =>
         this.options.log.error({ err: error }, 'message handling failed unexpectedly'),
       );
@@ -154,7 +171,7 @@ export class Runner<T, S> {
   }
 
   private async handle(message: ConsumeMessage, channel: Channel): Promise<void> {
-    const { db, handlers, store, config, log, broker } = this.options;
+    const { handlers, config } = this.options;
     let event: SagaEvent;
     try {
       event = decode(message);
@@ -179,22 +196,117 @@ export class Runner<T, S> {
       causationId: event.id,
       failAt: FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined,
     };
-    try {
-      const emitted = await db.transaction().execute(async (trx) => {
-        // Raw SQL on the hottest path: Kysely's builder costs more than SQLite does here.
-        const inserted = await sql`insert into inbox (message_id, consumer, handled_at)
-          values (${event.id}, ${broker.names.queue}, ${nowIso()}) on conflict do nothing`.execute(trx);
-        if (Number(inserted.numAffectedRows ?? 0) === 0) return undefined;
-        const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
-        return this.writeEvents(trx, emit, context);
-      });
-      if (emitted === undefined) log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
-      else this.committed(emitted);
-      ack(channel, message);
-    } catch (error) {
-      if (error instanceof PermanentError) return this.park(message, channel, error);
-      return this.retry(message, channel, event, error as Error);
+    return new Promise<void>((done) => {
+      this.pending.push({ message, channel, event, handler, context, failAt, done });
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (this.working) return;
+    this.working = this.work().finally(() => {
+      this.working = undefined;
+      if (this.pending.length > 0) this.kick();
+    });
+  }
+
+  /**
+   * Handles what has been delivered, a burst at a time: one transaction for the whole burst (one
+   * commit instead of one per message, the main cost under load). In it, each message still has
+   * its own inbox row and outbox rows. If any message of the burst fails, the burst rolls back
+   * and each message runs again alone, so a failure never touches another message's outcome.
+   */
+  private async work(): Promise<void> {
+    while (this.pending.length > 0) {
+      const burst = this.pending.splice(0, BURST);
+      await this.runBurst(burst);
     }
+  }
+
+  private async runBurst(burst: Delivery<S>[]): Promise<void> {
+    const { db, store, config, log, broker } = this.options;
+    let outcomes: (SagaEvent[] | undefined)[];
+    try {
+      outcomes = await db.transaction().execute(async (trx) => {
+        const out: (SagaEvent[] | undefined)[] = [];
+        for (const { event, handler, context, failAt } of burst) {
+          // Raw SQL on the hottest path: Kysely's builder costs more than SQLite does here.
+          const inserted = await sql`insert into inbox (message_id, consumer, handled_at)
+            values (${event.id}, ${broker.names.queue}, ${nowIso()}) on conflict do nothing`.execute(trx);
+          if (Number(inserted.numAffectedRows ?? 0) === 0) {
+            out.push(undefined);
+            continue;
+          }
+          const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
+          out.push(await this.writeEvents(trx, emit, context));
+        }
+        return out;
+      });
+    } catch (error) {
+      if (burst.length > 1) {
+        for (const delivery of burst) await this.runBurst([delivery]);
+        return;
+      }
+      const [{ message, channel, event, done }] = burst as [Delivery<S>];
+      await (error instanceof PermanentError
+        ? this.park(message, channel, error)
+        : this.retry(message, channel, event, error as Error));
+      done();
+      return;
+    }
+    this.committed(outcomes.flatMap((events) => events ?? []));
+    for (const [i, { event }] of burst.entries()) {
+      if (outcomes[i] === undefined)
+        log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
+    }
+    this.ackBurst(burst);
+    for (const { done } of burst) done();
+  }
+
+  /**
+   * One `multiple` ack for the burst when every unacked delivery up to its last one is in it
+   * (the usual case); otherwise one ack each, so that a message still being parked or retried
+   * is never acked before its copy is safe.
+   */
+  private ackBurst(burst: Delivery<S>[]): void {
+    const { channel } = burst[0] as Delivery<S>;
+    const outstanding = this.unacked.get(channel);
+    const tags = new Set(burst.map((d) => d.message.fields.deliveryTag));
+    const last = burst.reduce((a, b) =>
+      b.message.fields.deliveryTag > a.message.fields.deliveryTag ? b : a,
+    );
+    const lastTag = last.message.fields.deliveryTag;
+    const oneChannel = burst.every((d) => d.channel === channel);
+    if (
+      burst.length > 1 &&
+      oneChannel &&
+      outstanding &&
+      [...outstanding].every((t) => t > lastTag || tags.has(t))
+    ) {
+      for (const tag of tags) outstanding.delete(tag);
+      settle(() => channel.ack(last.message, true));
+      return;
+    }
+    for (const { channel, message } of burst) this.ack(channel, message);
+  }
+
+  // Deliveries not yet acked, per channel: what a `multiple` ack would cover.
+  private readonly unacked = new WeakMap<Channel, Set<number>>();
+
+  private track(channel: Channel, message: ConsumeMessage): void {
+    let tags = this.unacked.get(channel);
+    if (!tags) this.unacked.set(channel, (tags = new Set()));
+    tags.add(message.fields.deliveryTag);
+  }
+
+  private ack(channel: Channel, message: ConsumeMessage): void {
+    this.unacked.get(channel)?.delete(message.fields.deliveryTag);
+    settle(() => channel.ack(message));
+  }
+
+  private nack(channel: Channel, message: ConsumeMessage, requeue: boolean): void {
+    this.unacked.get(channel)?.delete(message.fields.deliveryTag);
+    settle(() => channel.nack(message, false, requeue));
   }
 
   /** Sends the message to the next delay queue (attempt + 1), or parks it after the last attempt. */
@@ -235,13 +347,13 @@ export class Runner<T, S> {
           },
         },
       ]);
-      ack(channel, message);
+      this.ack(channel, message);
     } catch (publishError) {
       log.warn(
         { err: (publishError as Error).message },
         'could not schedule the retry; the message goes back to the queue',
       );
-      nack(channel, message, true);
+      this.nack(channel, message, true);
     }
   }
 
@@ -280,10 +392,10 @@ export class Runner<T, S> {
           },
         },
       ]);
-      ack(channel, message);
+      this.ack(channel, message);
     } catch {
       // The queue's own dead-letter exchange parks it (with x-death headers instead of ours).
-      nack(channel, message, false);
+      this.nack(channel, message, false);
     }
   }
 
@@ -349,13 +461,8 @@ function stringHeader(value: unknown): string | undefined {
 
 // A channel may have closed since the delivery (broker restart): the message will be redelivered
 // and the inbox makes the second handling a no-op, so a failed ack is not an error.
-function ack(channel: Channel, message: ConsumeMessage): void {
+function settle(acknowledge: () => void): void {
   try {
-    channel.ack(message);
-  } catch {}
-}
-function nack(channel: Channel, message: ConsumeMessage, requeue: boolean): void {
-  try {
-    channel.nack(message, false, requeue);
+    acknowledge();
   } catch {}
 }

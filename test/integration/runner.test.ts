@@ -82,7 +82,8 @@ function startProbe() {
       handlers: {
         'order.created': async (event, store) => {
           await store.note(event.id, 'handled');
-          if (behaviour === 'throw') throw new Error('transient failure');
+          if (behaviour === 'throw' || event.data.customerId === 'always-fails')
+            throw new Error('transient failure');
           if (behaviour === 'invalid-event') return [emit('order.completed', {} as never)];
           return [emit('order.completed', { orderId: event.data.orderId })];
         },
@@ -205,6 +206,27 @@ describe('the runner', () => {
 
     expect(await effects()).toHaveLength(1);
     expect(await parked()).toHaveLength(0);
+  });
+
+  it('isolates a failing message from the others delivered in the same burst', async () => {
+    const good = Array.from({ length: 20 }, () => orderCreated());
+    const bad = { ...orderCreated(), id: randomUUID() };
+    bad.data = { ...bad.data, customerId: 'always-fails' };
+    for (const [i, event] of good.entries()) {
+      await publish(event);
+      if (i === 10) await publish(bad);
+    }
+
+    const dead = await eventually(parked, (m) => m.length > 0);
+    await eventually(
+      () => captured.length,
+      (n) => n >= good.length,
+    );
+
+    expect(dead.map((m) => m.properties.messageId)).toEqual([bad.id]);
+    const handled = (await effects()).map((e) => e.message_id).sort();
+    expect(handled).toEqual(good.map((e) => e.id).sort());
+    expect(captured).toHaveLength(good.length);
   });
 
   it('commits the state change and the emitted event together or not at all', async () => {
