@@ -294,8 +294,8 @@ export class Runner<T, S> {
   private readonly unacked = new WeakMap<Channel, Set<number>>();
 
   private track(channel: Channel, message: ConsumeMessage): void {
-    let tags = this.unacked.get(channel);
-    if (!tags) this.unacked.set(channel, (tags = new Set()));
+    const tags = this.unacked.get(channel) ?? new Set<number>();
+    this.unacked.set(channel, tags);
     tags.add(message.fields.deliveryTag);
   }
 
