@@ -7,6 +7,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import amqp from 'amqplib';
+import { anOrderCreated } from '../test/support/builders.ts';
 
 export interface RawOptions {
   url: string;
@@ -37,30 +38,7 @@ export interface RawResult {
 }
 
 /** A body shaped like an `order.created` envelope (~400 bytes of JSON). */
-export function sampleEvent(): Buffer {
-  const orderId = randomUUID();
-  return Buffer.from(
-    JSON.stringify({
-      id: randomUUID(),
-      type: 'order.created',
-      version: 1,
-      occurredAt: new Date().toISOString(),
-      orderId,
-      data: {
-        orderId,
-        customerId: 'customer-42',
-        items: [{ sku: 'WIDGET-1', quantity: 1 }],
-        shippingAddress: {
-          name: 'Ada Lovelace',
-          line1: '12 St James Square',
-          city: 'London',
-          postalCode: 'SW1Y 4JH',
-          country: 'GB',
-        },
-      },
-    }),
-  );
-}
+export const sampleEvent = (): Buffer => Buffer.from(JSON.stringify(anOrderCreated()));
 
 export async function measureRaw(options: RawOptions): Promise<RawResult> {
   const queue = `bench-raw-${process.pid}-${randomBytes(3).toString('hex')}`;

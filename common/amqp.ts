@@ -26,12 +26,15 @@ export interface QueueNames {
   retryQueue: (tier: number) => string;
 }
 
+/** Where every service of the saga parks its messages (routing key: the parking queue's name). */
+export const deadLetterExchangeOf = (exchange: string): string => `${exchange}.dead-letter`;
+
 export function queueNames(exchange: string, service: string): QueueNames {
   const queue = `${exchange}.${service}`;
   return {
     exchange,
     queue,
-    deadLetterExchange: `${exchange}.dead-letter`,
+    deadLetterExchange: deadLetterExchangeOf(exchange),
     deadLetterQueue: `${queue}.dead-letter`,
     retryQueue: (tier) => `${queue}.retry.${tier}`,
   };

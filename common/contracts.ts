@@ -93,13 +93,11 @@ export class Contracts {
     this.ajv.addSchema(this.document as object, 'openapi');
   }
 
-  compile(pointer: string, options: { coerce?: boolean } = {}): ValidateFunction {
-    const key = `${options.coerce ? 'coerce:' : ''}${pointer}`;
-    let validate = this.cache.get(key);
+  compile(pointer: string): ValidateFunction {
+    let validate = this.cache.get(pointer);
     if (!validate) {
-      const ajv = options.coerce ? this.coercing() : this.ajv;
-      validate = ajv.compile({ $ref: `openapi${pointer}` }) as ValidateFunction;
-      this.cache.set(key, validate);
+      validate = this.ajv.compile({ $ref: `openapi${pointer}` }) as ValidateFunction;
+      this.cache.set(pointer, validate);
     }
     return validate;
   }

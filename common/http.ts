@@ -221,9 +221,8 @@ export class HttpServer {
       try {
         const params = { ...(req.params ?? {}) };
         const query = { ...((req.query as Record<string, unknown>) ?? {}) };
-        const headers = Object.fromEntries(
-          Object.entries(req.headers).map(([k, v]) => [k.toLowerCase(), Array.isArray(v) ? v.join(',') : v]),
-        );
+        // Node lower-cases header names already; only set-cookie can be a list, and no route takes it.
+        const headers = req.headers as Record<string, string | undefined>;
         const errors: FieldError[] = [
           ...validate.path(params),
           ...validate.query(query),

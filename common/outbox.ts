@@ -33,7 +33,10 @@ function childTraceparent(parent: string | undefined): string {
  */
 export function sagaHeaders(e: Emit, handled: SagaContext): Record<string, string> {
   // Another order's context replaces the handled one whole: none of its x-fail-at may leak in.
-  const saga = e.context ? { ...e.context, causationId: handled.causationId } : handled;
+  // The cause is the event being handled; outside a message (a timer), the one the context names.
+  const saga = e.context
+    ? { ...e.context, causationId: handled.causationId ?? e.context.causationId }
+    : handled;
   const orderId = orderIdOf(e.data);
   const headers: Record<string, string> = { [HEADER.traceparent]: childTraceparent(saga.traceparent) };
   if (saga.causationId) headers[HEADER.causationId] = saga.causationId;
@@ -126,6 +129,7 @@ export class OutboxRelay {
   private async drain(): Promise<void> {
     try {
       for (;;) {
+        if (!this.broker.ready) return; // the 'ready' event wakes us
         const rows = await this.db
           .selectFrom('outbox')
           .select(['seq', 'id', 'routing_key', 'body', 'headers', 'created_at'])
@@ -134,7 +138,6 @@ export class OutboxRelay {
           .limit(BATCH)
           .execute();
         if (rows.length === 0) return;
-        if (!this.broker.ready) return; // the 'ready' event wakes us
         await this.broker.publish(rows.map((row) => this.toMessage(row)));
         await this.db
           .updateTable('outbox')

@@ -147,10 +147,8 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
 export async function runService<T, S>(definition: ServiceDefinition<T, S>): Promise<void> {
   try {
     const { stop } = await startService(definition);
-    death({ uncaughtException: false })(async (signal) => {
-      const clean = await stop();
-      process.exit(clean ? 0 : 1);
-      void signal;
+    death({ uncaughtException: false })(async () => {
+      process.exit((await stop()) ? 0 : 1);
     });
   } catch (error) {
     if (error instanceof ConfigError || error instanceof BrokerUnreachableError) {

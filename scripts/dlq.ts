@@ -176,18 +176,22 @@ async function countParked(connection: ChannelModel, queue: string): Promise<num
   }
 }
 
-const missing = (service: ServiceName, queue: string, exchange: string) =>
-  `${service}: no queue ${queue} (has ${service} run with SAGA_EXCHANGE=${exchange}?)`;
+/** Each asked service's dead-letter queue and how many it holds; a missing queue is said and skipped. */
+async function parkedPerService(connection: ChannelModel, args: Arguments, exchange: string) {
+  const found: { service: ServiceName; queue: string; workQueue: string; count: number }[] = [];
+  for (const service of args.services) {
+    const { deadLetterQueue: queue, queue: workQueue } = queueNames(exchange, service);
+    const count = await countParked(connection, queue);
+    if (count === undefined)
+      console.log(`${service}: no queue ${queue} (has ${service} run with SAGA_EXCHANGE=${exchange}?)`);
+    else found.push({ service, queue, workQueue, count });
+  }
+  return found;
+}
 
 async function list(connection: ChannelModel, args: Arguments, exchange: string): Promise<number> {
   const limit = args.limit ?? 20;
-  for (const service of args.services) {
-    const queue = queueNames(exchange, service).deadLetterQueue;
-    const count = await countParked(connection, queue);
-    if (count === undefined) {
-      console.log(missing(service, queue, exchange));
-      continue;
-    }
+  for (const { service, queue, count } of await parkedPerService(connection, args, exchange)) {
     console.log(`${service}: ${count} parked in ${queue}`);
     if (count === 0 || limit === 0) continue;
     // Held unacknowledged on one channel; closing it returns them all to the queue, in order.
@@ -241,23 +245,8 @@ function republishOptions(message: Message, routingKey: string): Options.Publish
 }
 
 async function replay(connection: ChannelModel, args: Arguments, exchange: string): Promise<number> {
-  const probe = await connection.createChannel();
-  probe.on('error', () => {});
-  try {
-    await probe.checkExchange(exchange);
-    await probe.close();
-  } catch {
-    console.error(`The exchange ${exchange} does not exist: is SAGA_EXCHANGE right? Nothing replayed.`);
-    return 1;
-  }
   let failures = 0;
-  for (const service of args.services) {
-    const { deadLetterQueue: queue, queue: workQueue } = queueNames(exchange, service);
-    const count = await countParked(connection, queue);
-    if (count === undefined) {
-      console.log(missing(service, queue, exchange));
-      continue;
-    }
+  for (const { service, queue, workQueue, count } of await parkedPerService(connection, args, exchange)) {
     // Only what is parked now: a replayed message that fails again is parked behind these, not replayed twice.
     const max = Math.min(count, args.limit ?? count);
     const channel = await connection.createConfirmChannel();
@@ -336,19 +325,9 @@ async function confirmed(total: number): Promise<boolean> {
 }
 
 async function purge(connection: ChannelModel, args: Arguments, exchange: string): Promise<number> {
-  const queues: { service: ServiceName; queue: string }[] = [];
-  let total = 0;
-  for (const service of args.services) {
-    const queue = queueNames(exchange, service).deadLetterQueue;
-    const count = await countParked(connection, queue);
-    if (count === undefined) {
-      console.log(missing(service, queue, exchange));
-      continue;
-    }
-    console.log(`${service}: ${count} parked in ${queue}`);
-    queues.push({ service, queue });
-    total += count;
-  }
+  const queues = await parkedPerService(connection, args, exchange);
+  for (const { service, queue, count } of queues) console.log(`${service}: ${count} parked in ${queue}`);
+  const total = queues.reduce((n, q) => n + q.count, 0);
   if (total === 0) {
     console.log('Nothing to purge.');
     return 0;

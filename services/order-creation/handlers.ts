@@ -2,14 +2,12 @@
  * order-creation's subscriptions. It listens to every saga event about an order: each one goes
  * into the order's timeline, and those that decide its fate move its status (domain.ts).
  */
-import { EMITTED_BY, type RoutingKey } from '../../common/events.ts';
+import type { RoutingKey } from '../../common/events.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
 import { decide } from './domain.ts';
 import type { OrderStore } from './store.ts';
 
 const track: Handler<RoutingKey, OrderStore> = async (event, store, { log }) => {
-  // Its own event (order.completed): recorded when emitted, and it decides nothing.
-  if (EMITTED_BY[event.type] === 'order-creation') return [];
   await store.record([event]);
   if (!event.orderId) return [];
   const order = await store.order(event.orderId);
@@ -22,12 +20,15 @@ const track: Handler<RoutingKey, OrderStore> = async (event, store, { log }) => 
   return decision.emit;
 };
 
+/** Its own event: already in the timeline (recorded when emitted), and it decides nothing. */
+const alreadyRecorded: Handler<'order.completed', OrderStore> = () => [];
+
 /**
  * Its own events enter the timeline when they are emitted, so it does not consume them, except
  * order.completed: nobody else does, and a mandatory publish needs a queue to land in.
  */
 export const handlers: Handlers<OrderStore> = {
-  'order.completed': track,
+  'order.completed': alreadyRecorded,
   'inventory.reserved': track,
   'inventory.backordered': track,
   'inventory.rejected': track,

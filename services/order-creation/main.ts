@@ -32,7 +32,7 @@ await runService<OrderTables, OrderStore>({
     onShutdown(() => watch.close());
     // The deadline is stored with the order, so it survives a restart of this service.
     every(Math.min(1000, config.sagaDeadlineMs), async () => {
-      for (const id of await overdueOrders(db)) await cancelOrder(runner, db, id, 'DEADLINE_EXCEEDED');
+      for (const id of await overdueOrders(db)) await cancelOrder(runner, id, 'DEADLINE_EXCEEDED');
     });
   },
 });

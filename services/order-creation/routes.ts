@@ -56,26 +56,18 @@ export const orderContext = (order: {
 });
 
 /** CANCELLING + order.cancel_requested, in one transaction; the outcome says what the order was. */
-export async function cancelOrder(
-  runner: Runner<OrderTables, OrderStore>,
-  db: Db<OrderTables>,
-  id: string,
-  reason: CancelReason,
-) {
-  const row = await db
-    .selectFrom('orders')
-    .select(['id', 'traceparent', 'fail_at'])
-    .where('id', '=', id)
-    .executeTakeFirst();
-  if (!row) return 'missing' as const;
+export async function cancelOrder(runner: Runner<OrderTables, OrderStore>, id: string, reason: CancelReason) {
   return runner.transact(async (store) => {
     const order = await store.order(id);
     if (!order) return { value: 'missing' as const, emit: [] };
     const decision = requestCancel({ id, status: order.status }, reason);
     if (decision.outcome !== 'requested') return { value: decision.outcome, emit: [] };
     await store.update(id, { status: 'CANCELLING', cancelReason: reason });
-    return { value: decision.outcome, emit: decision.emit };
-  }, orderContext(row));
+    return {
+      value: decision.outcome,
+      emit: decision.emit.map((e) => ({ ...e, context: orderContext(order) })),
+    };
+  });
 }
 
 export function addRoutes(
@@ -160,7 +152,7 @@ export function addRoutes(
 
   http.route('post', '/orders/{id}/cancel', async ({ params }) => {
     const id = String(params.id);
-    const outcome = await cancelOrder(runner, db, id, 'CUSTOMER_CANCELLED');
+    const outcome = await cancelOrder(runner, id, 'CUSTOMER_CANCELLED');
     if (outcome === 'missing') throw new NotFoundError(`No order ${id}.`);
     const order = await readOrder(db, id);
     if (outcome === 'terminal')

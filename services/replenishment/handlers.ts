@@ -68,8 +68,12 @@ export async function deliver(
     value: undefined,
     emit: [
       answer.delivered
-        ? emit('replenishment.completed', { ...common, quantity: request.quantity })
-        : emit('replenishment.failed', { ...common, reason: 'REPLENISHMENT_FAILED', detail: answer.detail }),
+        ? emit('replenishment.completed', { ...common, quantity: request.quantity }, context)
+        : emit(
+            'replenishment.failed',
+            { ...common, reason: 'REPLENISHMENT_FAILED', detail: answer.detail },
+            context,
+          ),
     ],
   };
 }

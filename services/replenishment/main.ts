@@ -4,7 +4,6 @@
  * Consumes: inventory.backordered, stock.low, order.cancelled
  * Emits:    replenishment.completed, replenishment.failed
  */
-import type { SagaContext } from '../../common/events.ts';
 import { runService } from '../../common/service.ts';
 import { deliver, handlers } from './handlers.ts';
 import { addRoutes } from './routes.ts';
@@ -21,10 +20,7 @@ await runService<ReplenishmentTables, ReturnType<typeof replenishmentStore>>({
     // restart loses none.
     every(Math.max(50, Math.min(250, config.supplierDelayMs / 2)), async () => {
       for (const request of await dueRequests(db)) {
-        await runner.transact(
-          (store) => deliver(store, request, config.faultInjection),
-          JSON.parse(request.context) as SagaContext,
-        );
+        await runner.transact((store) => deliver(store, request, config.faultInjection));
       }
     });
   },

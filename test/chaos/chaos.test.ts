@@ -10,10 +10,10 @@ import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queueNames } from '../../common/amqp.ts';
 import { SERVICES } from '../../common/events.ts';
-import { checkUntilClean } from '../../scripts/consistency.ts';
+import { checkUntilClean, waitUntilSettled } from '../../scripts/consistency.ts';
 import { BrokerNode } from '../support/broker-node.ts';
 import { aLine, anOrder } from '../support/builders.ts';
-import type { Order, Replenishment, Shipment, Stock } from '../support/saga.ts';
+import { type Order, type Replenishment, type Shipment, type Stock, urlsOf } from '../support/saga.ts';
 import { System } from '../support/system.ts';
 
 interface Row {
@@ -103,16 +103,8 @@ async function allOrders(system: System): Promise<Order[]> {
 
 /** Waits until every order is terminal (or the time is up). */
 async function settle(system: System, ms = 150_000): Promise<Order[]> {
-  const started = Date.now();
-  for (;;) {
-    const orders = await allOrders(system);
-    if (
-      orders.every((o) => o.status === 'COMPLETED' || o.status === 'CANCELLED') ||
-      Date.now() - started > ms
-    )
-      return orders;
-    await sleep(500);
-  }
+  await waitUntilSettled(urlsOf(system).orders, ms, 500);
+  return allOrders(system);
 }
 
 async function parkedCount(system: System): Promise<number> {
@@ -195,14 +187,7 @@ async function verdict(
   const lost = posted.accepted.filter((id) => !terminal.has(id));
   const doubled = await doubledEffects(system, orders);
   const parked = await parkedCount(system);
-  const report = await checkUntilClean(
-    {
-      orders: system.url('order-creation', ''),
-      inventory: system.url('inventory', ''),
-      shipment: system.url('shipment', ''),
-    },
-    10_000,
-  );
+  const report = await checkUntilClean(urlsOf(system), 10_000);
   results.push({
     test,
     orders: posted.accepted.length,

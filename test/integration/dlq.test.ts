@@ -12,8 +12,9 @@ import { queueNames } from '../../common/amqp.ts';
 import type { SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
 import { ATTEMPT_HEADER, DEAD_HEADER } from '../../common/runner.ts';
-import { anAddress } from '../support/builders.ts';
+import { aLine, anOrderCreated } from '../support/builders.ts';
 import { AMQP_URL, System } from '../support/system.ts';
+import { eventually } from '../support/wait.ts';
 
 type Stock = components['schemas']['Stock'];
 type Shipment = components['schemas']['Shipment'];
@@ -72,39 +73,14 @@ async function parkedInInventory(): Promise<number> {
   }
 }
 
-async function eventually<T>(
-  probe: () => Promise<T>,
-  accept: (value: T) => boolean,
-  ms = 20_000,
-): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    const value = await probe();
-    if (accept(value) || Date.now() - started > ms) return value;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 async function publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish) {
   channel.publish(exchange, routingKey, content, { persistent: true, mandatory: true, ...options });
   await channel.waitForConfirms();
 }
 
-function anOrderCreated(orderId = randomUUID(), quantity = 7): SagaEvent<'order.created'> {
-  return {
-    id: randomUUID(),
-    type: 'order.created',
-    version: 1,
-    occurredAt: new Date().toISOString(),
-    orderId,
-    data: {
-      orderId,
-      customerId: 'customer-dlq',
-      items: [{ sku: 'WIDGET-1', quantity }],
-      shippingAddress: anAddress(),
-    },
-  };
-}
+/** A valid order.created of 7 widgets, as a customer of these tests places it. */
+const anOrderCreatedHere = () =>
+  anOrderCreated({ customerId: 'customer-dlq', items: [aLine('WIDGET-1', 7)] });
 
 /** The event as the runner would have parked it after its retries ran out on a transient fault. */
 async function parkAfterTransientFailure(event: SagaEvent<'order.created'>): Promise<void> {
@@ -134,7 +110,7 @@ const shipmentsOf = async (orderId: string) =>
 
 const poisonId = randomUUID();
 const invalidId = randomUUID();
-const valid = anOrderCreated();
+const valid = anOrderCreatedHere();
 
 beforeAll(async () => {
   system = await System.start();
@@ -157,7 +133,7 @@ describe('npm run dlq', () => {
       messageId: poisonId,
       contentType: 'application/json',
     });
-    const invalid = { ...anOrderCreated(), id: invalidId, data: { orderId: 'nope' } };
+    const invalid = { ...anOrderCreatedHere(), id: invalidId, data: { orderId: 'nope' } };
     await publish(system.exchange, 'order.created', Buffer.from(JSON.stringify(invalid)), {
       messageId: invalidId,
       type: 'order.created',

@@ -15,7 +15,9 @@ import { emit, type SagaEvent } from '../../common/events.ts';
 import { writeOutbox } from '../../common/outbox.ts';
 import { DEAD_HEADER } from '../../common/runner.ts';
 import { startService } from '../../common/service.ts';
+import { anOrderCreated } from '../support/builders.ts';
 import { AMQP_URL, deleteTopology } from '../support/system.ts';
+import { eventually } from '../support/wait.ts';
 
 interface ProbeTables {
   effects: { message_id: string; note: string };
@@ -39,21 +41,7 @@ const probeStore = (trx: Tx<ProbeTables>) => ({
   note: (id: string, note: string) => trx.insertInto('effects').values({ message_id: id, note }).execute(),
 });
 
-function orderCreated(orderId = randomUUID()): SagaEvent<'order.created'> {
-  return {
-    id: randomUUID(),
-    type: 'order.created',
-    version: 1,
-    occurredAt: new Date().toISOString(),
-    orderId,
-    data: {
-      orderId,
-      customerId: 'c',
-      items: [{ sku: 'WIDGET-1', quantity: 1 }],
-      shippingAddress: { name: 'A', line1: 'B', city: 'C', postalCode: '1', country: 'GB' },
-    },
-  };
-}
+const orderCreated = () => anOrderCreated();
 
 const exchange = `test-runner-${process.pid}`;
 const dataDir = mkdtempSync(join(tmpdir(), 'runner-'));
@@ -100,19 +88,6 @@ async function publish(event: unknown, options: { routingKey?: string; raw?: Buf
     messageId: options.id ?? e.id,
     contentType: 'application/json',
   });
-}
-
-async function eventually<T>(
-  probe: () => Promise<T> | T,
-  accept: (value: T) => boolean,
-  ms = 10_000,
-): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    const value = await probe();
-    if (accept(value) || Date.now() - started > ms) return value;
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const effects = async () => service?.app.db.selectFrom('effects').selectAll().execute() ?? [];

@@ -1,4 +1,6 @@
-/** Fixture builders: `anOrder({ items: [aLine('GIZMO-3', 8)] })`. */
+/** Fixture builders: `anOrder({ items: [aLine('GIZMO-3', 8)] })`, `anOrderCreated()`. */
+import { randomUUID } from 'node:crypto';
+import { type EventData, orderIdOf, type RoutingKey, type SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
 
 type CreateOrder = components['schemas']['CreateOrderRequest'];
@@ -21,3 +23,28 @@ export const anOrder = (overrides: Partial<CreateOrder> = {}): CreateOrder => ({
   shippingAddress: anAddress(),
   ...overrides,
 });
+
+/** A saga event envelope around `data`, as it travels on the exchange. */
+export function anEvent<K extends RoutingKey>(type: K, data: EventData<K>): SagaEvent<K> {
+  const orderId = orderIdOf(data);
+  return {
+    id: randomUUID(),
+    type,
+    version: 1,
+    occurredAt: new Date().toISOString(),
+    ...(orderId ? { orderId } : {}),
+    data,
+  };
+}
+
+/** `order.created` for a new order (a fresh orderId unless given). */
+export const anOrderCreated = (
+  overrides: Partial<EventData<'order.created'>> = {},
+): SagaEvent<'order.created'> =>
+  anEvent('order.created', {
+    orderId: randomUUID(),
+    customerId: 'customer-42',
+    items: [aLine()],
+    shippingAddress: anAddress(),
+    ...overrides,
+  });

@@ -1,9 +1,10 @@
 /** Helpers over a running System: place orders, wait for them, read every service's view of one. */
 import { expect } from 'vitest';
 import type { components } from '../../common/generated/api.ts';
-import { checkUntilClean } from '../../scripts/consistency.ts';
+import { checkUntilClean, type ServiceUrls, waitUntilSettled } from '../../scripts/consistency.ts';
 import { anOrder } from './builders.ts';
 import type { System } from './system.ts';
+import { eventually } from './wait.ts';
 
 type Schemas = components['schemas'];
 export type Order = Schemas['Order'];
@@ -53,40 +54,23 @@ export async function readStock(system: System, sku: string): Promise<Stock | un
  * Polls every service's view of the order until `done` holds (compensations land a moment after
  * the order turns terminal), or 15 s pass; returns the last view either way for the assertions.
  */
-export async function settled(system: System, orderId: string, done: (view: View) => boolean): Promise<View> {
-  const started = Date.now();
-  for (;;) {
-    const view = await everyView(system, orderId);
-    if (done(view) || Date.now() - started > 15_000) return view;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+export const settled = (system: System, orderId: string, done: (view: View) => boolean): Promise<View> =>
+  eventually(() => everyView(system, orderId), done, 15_000, 100);
+
+/** The read APIs `npm run check` reads. */
+export const urlsOf = (system: System): ServiceUrls => ({
+  orders: system.url('order-creation', ''),
+  inventory: system.url('inventory', ''),
+  shipment: system.url('shipment', ''),
+});
 
 /** `npm run check`'s verdict on the whole system: no violation of saga.md's invariants. */
 export async function expectConsistent(system: System): Promise<void> {
-  const report = await checkUntilClean(
-    {
-      orders: system.url('order-creation', ''),
-      inventory: system.url('inventory', ''),
-      shipment: system.url('shipment', ''),
-    },
-    10_000,
-  );
+  const report = await checkUntilClean(urlsOf(system), 10_000);
   expect(report.violations).toEqual([]);
 }
 
 /** Waits until no order is left non-terminal (a deadline or a late answer may still be running). */
 export async function quiesce(system: System, ms = 30_000): Promise<void> {
-  const started = Date.now();
-  for (;;) {
-    const open = await Promise.all(
-      ['PENDING', 'AWAITING_STOCK', 'RESERVED', 'CANCELLING'].map(
-        async (status) =>
-          (await system.get<{ items: unknown[] }>('order-creation', `/orders?status=${status}&limit=1`)).body
-            .items.length,
-      ),
-    );
-    if (open.every((n) => n === 0) || Date.now() - started > ms) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitUntilSettled(urlsOf(system).orders, ms, 100);
 }

@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import amqp from 'amqplib';
-import { queueNames } from '../../common/amqp.ts';
+import { deadLetterExchangeOf, queueNames } from '../../common/amqp.ts';
 import { CONFIG_KEYS } from '../../common/config.ts';
 import { SERVICES, type ServiceName } from '../../common/events.ts';
 
@@ -187,7 +187,7 @@ export async function deleteTopology(exchange: string, url = AMQP_URL): Promise<
       }
     }
     await channel.deleteExchange(exchange);
-    await channel.deleteExchange(queueNames(exchange, 'x').deadLetterExchange);
+    await channel.deleteExchange(deadLetterExchangeOf(exchange));
     await channel.close();
   } finally {
     await connection.close();

@@ -12,15 +12,7 @@ import { expect, onTestFinished } from 'vitest';
 import { loadConfig } from '../../common/config.ts';
 import { type Db, openDatabase, runnerDb, runnerTx, type Tx } from '../../common/db.ts';
 import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
-import {
-  type Emit,
-  type EventData,
-  type FailAt,
-  orderIdOf,
-  type RoutingKey,
-  type SagaEvent,
-  type ServiceName,
-} from '../../common/events.ts';
+import type { Emit, EventData, FailAt, RoutingKey, SagaEvent, ServiceName } from '../../common/events.ts';
 import { createLogger } from '../../common/logger.ts';
 import { writeOutbox } from '../../common/outbox.ts';
 import type { Handler, HandlerContext, Handlers } from '../../common/runner.ts';
@@ -44,34 +36,15 @@ import {
   migrations as shipmentMigrations,
   shipmentStore,
 } from '../../services/shipment/store.ts';
-import { anAddress } from './builders.ts';
+import { anAddress, anEvent, anOrderCreated } from './builders.ts';
 
-/** A saga event envelope around `data`, as the runner hands it to a handler. */
-export function anEvent<K extends RoutingKey>(type: K, data: EventData<K>): SagaEvent<K> {
-  const orderId = orderIdOf(data);
-  return {
-    id: randomUUID(),
-    type,
-    version: 1,
-    occurredAt: new Date().toISOString(),
-    ...(orderId ? { orderId } : {}),
-    data,
-  };
-}
+export { anEvent };
 
-/** `order.created` for a new order (a fresh orderId unless given). */
-export function orderCreated(
+/** `order.created` of these items for a new order (a fresh orderId unless given). */
+export const orderCreated = (
   items: EventData<'order.created'>['items'],
   overrides: Partial<EventData<'order.created'>> = {},
-): SagaEvent<'order.created'> {
-  return anEvent('order.created', {
-    orderId: randomUUID(),
-    customerId: 'customer-42',
-    items,
-    shippingAddress: anAddress(),
-    ...overrides,
-  });
-}
+): SagaEvent<'order.created'> => anOrderCreated({ items, ...overrides });
 
 export const orderCancelled = (
   orderId: string,

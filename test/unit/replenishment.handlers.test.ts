@@ -175,7 +175,8 @@ describe('replenishment: the supplier answers', () => {
   it('a delivered purchase emits replenishment.completed with the order it was for', async () => {
     const replenishment = await openReplenishment();
     const orderId = randomUUID();
-    await replenishment.handle(orderForBackorder, backordered(orderId, [{ sku: 'GIZMO-3', missing: 3 }]));
+    const trigger = backordered(orderId, [{ sku: 'GIZMO-3', missing: 3 }]);
+    await replenishment.handle(orderForBackorder, trigger);
 
     const emitted = await deliverAll(replenishment);
 
@@ -184,6 +185,8 @@ describe('replenishment: the supplier answers', () => {
       {
         type: 'replenishment.completed',
         data: { replenishmentId: request?.id, sku: 'GIZMO-3', orderId, quantity: 3 },
+        // The order's saga context, caused by the backorder that asked for the purchase.
+        context: { orderId, causationId: trigger.id },
       },
     ]);
     expect(request?.status).toBe('COMPLETED');
@@ -192,7 +195,8 @@ describe('replenishment: the supplier answers', () => {
   it('a discontinued SKU fails with REPLENISHMENT_FAILED, saying it is discontinued', async () => {
     const replenishment = await openReplenishment();
     const orderId = randomUUID();
-    await replenishment.handle(orderForBackorder, backordered(orderId, [{ sku: 'LEGACY-4', missing: 2 }]));
+    const trigger = backordered(orderId, [{ sku: 'LEGACY-4', missing: 2 }]);
+    await replenishment.handle(orderForBackorder, trigger);
 
     const emitted = await deliverAll(replenishment);
 
@@ -206,6 +210,7 @@ describe('replenishment: the supplier answers', () => {
           reason: 'REPLENISHMENT_FAILED',
           detail: 'LEGACY-4 is discontinued',
         },
+        context: { orderId, causationId: trigger.id },
       },
     ]);
     expect((await requests(replenishment))[0]).toMatchObject({
@@ -217,11 +222,8 @@ describe('replenishment: the supplier answers', () => {
   it('an injected failure fails the purchase of that order with detail INJECTED', async () => {
     const replenishment = await openReplenishment();
     const orderId = randomUUID();
-    await replenishment.handle(
-      orderForBackorder,
-      backordered(orderId, [{ sku: 'GIZMO-3', missing: 3 }]),
-      'replenishment',
-    );
+    const trigger = backordered(orderId, [{ sku: 'GIZMO-3', missing: 3 }]);
+    await replenishment.handle(orderForBackorder, trigger, 'replenishment');
 
     const emitted = await deliverAll(replenishment);
 
@@ -235,6 +237,7 @@ describe('replenishment: the supplier answers', () => {
           reason: 'REPLENISHMENT_FAILED',
           detail: 'INJECTED',
         },
+        context: { orderId, causationId: trigger.id, failAt: 'replenishment' },
       },
     ]);
   });
