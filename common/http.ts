@@ -305,8 +305,13 @@ export class HttpServer {
   listen(): Promise<void> {
     const { httpHost, port } = this.options.config;
     return new Promise((resolve, reject) => {
-      this.server.server.once('error', reject);
-      this.server.listen(port, httpHost, () => resolve());
+      // restify re-emits its server's errors on itself: unheard there, a taken port would crash
+      // the process with a stack trace instead of the clear message of runService.
+      this.server.once('error', reject);
+      this.server.listen(port, httpHost, () => {
+        this.server.removeListener('error', reject);
+        resolve();
+      });
     });
   }
 
