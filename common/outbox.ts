@@ -8,7 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import type { Broker, OutgoingMessage } from './amqp.ts';
 import { contracts } from './contracts.ts';
-import { nowIso, type RunnerTables } from './db.ts';
+import { nowIso, type Params, prepare, type RunnerTables } from './db.ts';
 import type { Emit, SagaContext, SagaEvent, ServiceName } from './events.ts';
 import { orderIdOf } from './events.ts';
 import type { Logger } from './logger.ts';
@@ -56,7 +56,7 @@ export async function writeOutbox(
   if (emitted.length === 0) return [];
   const now = nowIso();
   const events: SagaEvent[] = [];
-  const rows = emitted.map((e) => {
+  for (const e of emitted) {
     const problems = contracts().validator(`#/components/schemas/${e.type}`, '/data')(e.data);
     if (problems.length > 0) {
       throw new Error(`refusing to publish an invalid ${e.type}: ${JSON.stringify(problems)}`);
@@ -71,19 +71,48 @@ export async function writeOutbox(
       data: e.data,
     } as SagaEvent;
     events.push(event);
-    const headers = sagaHeaders(e, context);
-    return {
+    await insertOutbox(trx, {
       id: event.id,
-      routing_key: e.type,
+      routingKey: e.type,
       body: JSON.stringify(event),
-      headers: JSON.stringify(headers),
-      created_at: now,
-      published_at: null,
-    };
-  });
-  await trx.insertInto('outbox').values(rows).execute();
+      headers: JSON.stringify(sagaHeaders(e, context)),
+      at: now,
+    });
+  }
   return events;
 }
+
+type OutboxRow = { id: string; routingKey: string; body: string; headers: string; at: string };
+const insertOutbox = prepare((db: Kysely<RunnerTables>, p: Params<OutboxRow>) =>
+  db.insertInto('outbox').values({
+    id: p('id'),
+    routing_key: p('routingKey'),
+    body: p('body'),
+    headers: p('headers'),
+    created_at: p('at'),
+    published_at: null,
+  }),
+);
+
+const unpublished = prepare((db: Kysely<RunnerTables>, p: Params<{ limit: number }>) =>
+  db
+    .selectFrom('outbox')
+    .select(['seq', 'id', 'routing_key', 'body', 'headers', 'created_at'])
+    .where('published_at', 'is', null)
+    .orderBy('seq')
+    .limit(p('limit')),
+);
+
+// Commits are serialized, so a batch is every unpublished row in its range: one fixed statement.
+const markPublished = prepare(
+  (db: Kysely<RunnerTables>, p: Params<{ from: number; to: number; at: string }>) =>
+    db
+      .updateTable('outbox')
+      .set({ published_at: p('at') })
+      .where('seq', '>=', p('from'))
+      .where('seq', '<=', p('to'))
+      .where('published_at', 'is', null),
+);
 
 const BATCH = 256;
 
@@ -130,24 +159,10 @@ export class OutboxRelay {
     try {
       for (;;) {
         if (!this.broker.ready) return; // the 'ready' event wakes us
-        const rows = await this.db
-          .selectFrom('outbox')
-          .select(['seq', 'id', 'routing_key', 'body', 'headers', 'created_at'])
-          .where('published_at', 'is', null)
-          .orderBy('seq')
-          .limit(BATCH)
-          .execute();
+        const { rows } = await unpublished(this.db, { limit: BATCH });
         if (rows.length === 0) return;
         await this.broker.publish(rows.map((row) => this.toMessage(row)));
-        await this.db
-          .updateTable('outbox')
-          .set({ published_at: nowIso() })
-          // Commits are serialized, so the batch is every unpublished row in its range: one fixed
-          // statement, where an IN list would be new SQL each time.
-          .where('seq', '>=', rows[0]?.seq ?? 0)
-          .where('seq', '<=', rows.at(-1)?.seq ?? 0)
-          .where('published_at', 'is', null)
-          .execute();
+        await markPublished(this.db, { from: rows[0]?.seq ?? 0, to: rows.at(-1)?.seq ?? 0, at: nowIso() });
         if (rows.length < BATCH) return;
       }
     } catch (error) {

@@ -10,11 +10,20 @@
  * A message is acked only once its outcome (committed, retried or parked) is safe with the broker.
  */
 import type { Channel, ConsumeMessage } from 'amqplib';
-import { sql } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Broker } from './amqp.ts';
 import type { Config } from './config.ts';
 import { contracts } from './contracts.ts';
-import { type Db, nowIso, runnerDb, runnerTx, type Tx } from './db.ts';
+import {
+  type Db,
+  nowIso,
+  type Params,
+  prepare,
+  type RunnerTables,
+  runnerDb,
+  runnerTx,
+  type Tx,
+} from './db.ts';
 import { PermanentError } from './errors.ts';
 import {
   type Emit,
@@ -53,6 +62,12 @@ export interface Outcome<R> {
   emit: Emit[];
 }
 
+/** What such work returned once committed, with the events it wrote to the outbox. */
+export interface Committed<R> {
+  value: R;
+  emitted: SagaEvent[];
+}
+
 export const ATTEMPT_HEADER = 'x-attempt';
 /** Headers on a parked message (dead-letter queue). */
 export const DEAD_HEADER = {
@@ -84,23 +99,35 @@ export function retryDelays(config: Pick<Config, 'retryAttempts' | 'retryBaseDel
   return Array.from({ length: config.retryAttempts - 1 }, (_, i) => config.retryBaseDelayMs * 2 ** i);
 }
 
-/** A delivery waiting to be handled, with what decoding it found. */
-interface Delivery<S> {
-  message: ConsumeMessage;
-  channel: Channel;
-  event: SagaEvent;
-  handler: Handler<RoutingKey, S>;
-  context: SagaContext;
-  failAt?: FailAt;
-  done: () => void;
+/**
+ * One unit of work for the writer: a delivered message, or work from outside a message (an HTTP
+ * request, a timer). Units are run a burst at a time, in one transaction.
+ */
+interface Unit<T> {
+  /** Applies the unit in the burst's transaction: the events it wrote, or undefined if it was a duplicate. */
+  apply: (trx: Tx<T>) => Promise<SagaEvent[] | undefined>;
+  /** After the transaction that applied it committed (and its delivery, if any, was acked). */
+  committed: () => void;
+  /** When it failed alone, in a transaction of its own (rolled back). */
+  failed: (error: unknown) => Promise<void>;
+  /** The delivery to ack once the unit is committed; none for work from outside a message. */
+  delivery?: { channel: Channel; message: ConsumeMessage };
 }
 
-/** Most deliveries handled in one transaction (the prefetch bounds how many are waiting). */
+const insertInbox = prepare(
+  (db: Kysely<RunnerTables>, p: Params<{ messageId: string; consumer: string; at: string }>) =>
+    db
+      .insertInto('inbox')
+      .values({ message_id: p('messageId'), consumer: p('consumer'), handled_at: p('at') })
+      .onConflict((oc) => oc.doNothing()),
+);
+
+/** Most units in one transaction (the prefetch bounds how many deliveries are waiting). */
 const BURST = 64;
 
 export class Runner<T, S> {
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly pending: Delivery<S>[] = [];
+  private readonly pending: Unit<T>[] = [];
   private working?: Promise<void>;
   private readonly delays: number[];
   private pruneTimer?: NodeJS.Timeout;
@@ -146,16 +173,24 @@ export class Runner<T, S> {
 
   /**
    * Runs work outside any message (an HTTP request, a timer) in one transaction and writes the
-   * events it returns to the outbox, with the given saga context.
+   * events it returns to the outbox, with the given saga context. It shares the transaction of
+   * whatever else is waiting (group commit); if anything in it fails, each unit runs again alone.
    */
-  async transact<R>(work: (store: S) => Promise<Outcome<R>>, context: SagaContext = {}): Promise<R> {
-    const { db, store } = this.options;
-    const { value, emitted } = await db.transaction().execute(async (trx) => {
-      const outcome = await work(store(trx));
-      return { value: outcome.value, emitted: await this.writeEvents(trx, outcome.emit, context) };
+  transact<R>(work: (store: S) => Promise<Outcome<R>>, context: SagaContext = {}): Promise<Committed<R>> {
+    const { store } = this.options;
+    return new Promise((resolve, reject) => {
+      let committed: Committed<R>;
+      this.enqueue({
+        apply: async (trx) => {
+          const outcome = await work(store(trx));
+          const emitted = await this.writeEvents(trx, outcome.emit, context);
+          committed = { value: outcome.value, emitted };
+          return emitted;
+        },
+        committed: () => resolve(committed),
+        failed: async (error) => reject(error),
+      });
     });
-    this.committed(emitted);
-    return value;
   }
 
   private committed(events: SagaEvent[]): void {
@@ -171,7 +206,7 @@ export class Runner<T, S> {
   }
 
   private async handle(message: ConsumeMessage, channel: Channel): Promise<void> {
-    const { handlers, config } = this.options;
+    const { handlers, config, store, log, broker } = this.options;
     let event: SagaEvent;
     try {
       event = decode(message);
@@ -197,70 +232,77 @@ export class Runner<T, S> {
       failAt: FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined,
     };
     return new Promise<void>((done) => {
-      this.pending.push({ message, channel, event, handler, context, failAt, done });
-      this.kick();
+      this.enqueue({
+        apply: async (trx) => {
+          const inserted = await insertInbox(runnerTx(trx), {
+            messageId: event.id,
+            consumer: broker.names.queue,
+            at: nowIso(),
+          });
+          if (Number(inserted.numAffectedRows ?? 0) === 0) {
+            log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
+            return undefined;
+          }
+          const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
+          return this.writeEvents(trx, emit, context);
+        },
+        committed: done,
+        failed: async (error) => {
+          await (error instanceof PermanentError
+            ? this.park(message, channel, error)
+            : this.retry(message, channel, event, error as Error));
+          done();
+        },
+        delivery: { channel, message },
+      });
     });
+  }
+
+  private enqueue(unit: Unit<T>): void {
+    this.pending.push(unit);
+    this.kick();
   }
 
   private kick(): void {
     if (this.working) return;
     this.working = this.work().finally(() => {
       this.working = undefined;
+      // Enqueued after the loop's last look, before this callback: nobody else would start it.
       if (this.pending.length > 0) this.kick();
     });
   }
 
   /**
-   * Handles what has been delivered, a burst at a time: one transaction for the whole burst (one
-   * commit instead of one per message, the main cost under load). In it, each message still has
-   * its own inbox row and outbox rows. If any message of the burst fails, the burst rolls back
-   * and each message runs again alone, so a failure never touches another message's outcome.
+   * Runs what is waiting, a burst at a time: one transaction for the whole burst (one commit
+   * instead of one per unit, the main cost under load). In it, each message still has its own
+   * inbox row and outbox rows. If any unit of the burst fails, the burst rolls back and each unit
+   * runs again alone, so a failure never touches another unit's outcome.
    */
   private async work(): Promise<void> {
     while (this.pending.length > 0) {
-      const burst = this.pending.splice(0, BURST);
-      await this.runBurst(burst);
+      await this.runBurst(this.pending.splice(0, BURST));
     }
   }
 
-  private async runBurst(burst: Delivery<S>[]): Promise<void> {
-    const { db, store, config, log, broker } = this.options;
+  private async runBurst(burst: Unit<T>[]): Promise<void> {
     let outcomes: (SagaEvent[] | undefined)[];
     try {
-      outcomes = await db.transaction().execute(async (trx) => {
+      outcomes = await this.options.db.transaction().execute(async (trx) => {
         const out: (SagaEvent[] | undefined)[] = [];
-        for (const { event, handler, context, failAt } of burst) {
-          // Raw SQL on the hottest path: Kysely's builder costs more than SQLite does here.
-          const inserted = await sql`insert into inbox (message_id, consumer, handled_at)
-            values (${event.id}, ${broker.names.queue}, ${nowIso()}) on conflict do nothing`.execute(trx);
-          if (Number(inserted.numAffectedRows ?? 0) === 0) {
-            out.push(undefined);
-            continue;
-          }
-          const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
-          out.push(await this.writeEvents(trx, emit, context));
-        }
+        for (const unit of burst) out.push(await unit.apply(trx));
         return out;
       });
     } catch (error) {
       if (burst.length > 1) {
-        for (const delivery of burst) await this.runBurst([delivery]);
+        for (const unit of burst) await this.runBurst([unit]);
         return;
       }
-      const [{ message, channel, event, done }] = burst as [Delivery<S>];
-      await (error instanceof PermanentError
-        ? this.park(message, channel, error)
-        : this.retry(message, channel, event, error as Error));
-      done();
+      await burst[0]?.failed(error);
       return;
     }
     this.committed(outcomes.flatMap((events) => events ?? []));
-    for (const [i, { event }] of burst.entries()) {
-      if (outcomes[i] === undefined)
-        log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
-    }
-    this.ackBurst(burst);
-    for (const { done } of burst) done();
+    this.ackBurst(burst.flatMap((unit) => (unit.delivery ? [unit.delivery] : [])));
+    for (const unit of burst) unit.committed();
   }
 
   /**
@@ -268,8 +310,10 @@ export class Runner<T, S> {
    * (the usual case); otherwise one ack each, so that a message still being parked or retried
    * is never acked before its copy is safe.
    */
-  private ackBurst(burst: Delivery<S>[]): void {
-    const { channel } = burst[0] as Delivery<S>;
+  private ackBurst(burst: { channel: Channel; message: ConsumeMessage }[]): void {
+    const [first] = burst;
+    if (!first) return;
+    const { channel } = first;
     const outstanding = this.unacked.get(channel);
     const tags = new Set(burst.map((d) => d.message.fields.deliveryTag));
     const last = burst.reduce((a, b) =>

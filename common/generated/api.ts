@@ -462,7 +462,10 @@ export type components = {
             source: "order-creation" | "inventory" | "replenishment" | "shipment";
             /** @description The failure cause, e.g. INJECTED. */
             detail?: string;
-            data: Record<string, never>;
+            /** @description The event's data, as the event's own schema (openapi/events/) defines it. */
+            data: {
+                [key: string]: unknown;
+            };
         };
         OrderPage: {
             items: components["schemas"]["OrderSummary"][];

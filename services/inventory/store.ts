@@ -1,6 +1,6 @@
 /** Inventory's tables: stock per SKU, the orders it has seen, reservations and backorders. */
 import { type Generated, type Migration, sql } from 'kysely';
-import { type Db, nowIso, type Tx } from '../../common/db.ts';
+import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
 import type { EventData, SagaContext } from '../../common/events.ts';
 import { allocate, type StockLevel } from './domain.ts';
@@ -60,6 +60,7 @@ export const migrations: Record<string, Migration> = {
         .addColumn('replenished', 'integer', (c) => c.notNull().defaultTo(0))
         .addColumn('dispatched', 'integer', (c) => c.notNull().defaultTo(0))
         .addCheckConstraint('never_oversold', sql`reserved >= 0 and on_hand >= reserved`)
+        .modifyEnd(sql`without rowid`)
         .execute();
       await db.schema
         .createTable('orders')
@@ -67,6 +68,8 @@ export const migrations: Record<string, Migration> = {
         .addColumn('status', 'text', (c) => c.notNull())
         .addColumn('shipping_address', 'text')
         .addColumn('updated_at', 'text', (c) => c.notNull())
+        // Keyed tables live in their primary key's b-tree: one write per row, not a table and an index.
+        .modifyEnd(sql`without rowid`)
         .execute();
       await db.schema
         .createTable('reservations')
@@ -75,10 +78,12 @@ export const migrations: Record<string, Migration> = {
         .addColumn('requested', 'integer', (c) => c.notNull())
         .addColumn('quantity', 'integer', (c) => c.notNull())
         .addPrimaryKeyConstraint('reservations_pk', ['order_id', 'sku'])
+        .modifyEnd(sql`without rowid`)
         .execute();
       await db.schema
         .createTable('backorders')
-        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        // The rowid: a new backorder always comes after every one still waiting.
+        .addColumn('seq', 'integer', (c) => c.primaryKey())
         .addColumn('order_id', 'text', (c) => c.notNull())
         .addColumn('sku', 'text', (c) => c.notNull())
         .addColumn('missing', 'integer', (c) => c.notNull())
@@ -121,16 +126,77 @@ const toLevel = (row: InventoryTables['stock']): StockLevel => ({
   discontinued: row.discontinued === 1,
 });
 
+// The statements every order runs through (prepared once: see `prepare`).
+const stockBySku = prepare((db: Db<InventoryTables>, p: Params<{ sku: string }>) =>
+  db.selectFrom('stock').selectAll().where('sku', '=', p('sku')),
+);
+const orderById = prepare((db: Db<InventoryTables>, p: Params<{ orderId: string }>) =>
+  db.selectFrom('orders').selectAll().where('order_id', '=', p('orderId')),
+);
+type OrderRow = InventoryTables['orders'];
+const upsertOrder = prepare((db: Db<InventoryTables>, p: Params<OrderRow>) =>
+  db
+    .insertInto('orders')
+    .values({
+      order_id: p('order_id'),
+      status: p('status'),
+      shipping_address: p('shipping_address'),
+      context: p('context'),
+      updated_at: p('updated_at'),
+    })
+    .onConflict((oc) =>
+      oc.column('order_id').doUpdateSet((eb) => ({
+        status: eb.ref('excluded.status'),
+        updated_at: eb.ref('excluded.updated_at'),
+        // Given once, with the order's first status; later changes leave them be.
+        shipping_address: eb.fn.coalesce('excluded.shipping_address', 'orders.shipping_address'),
+        context: eb.fn.coalesce('excluded.context', 'orders.context'),
+      })),
+    ),
+);
+const addReserved = prepare((db: Db<InventoryTables>, p: Params<{ sku: string; quantity: number }>) =>
+  db
+    .updateTable('stock')
+    .set({ reserved: sql`reserved + ${p('quantity')}` })
+    .where('sku', '=', p('sku')),
+);
+const upsertReservation = prepare((db: Db<InventoryTables>, p: Params<InventoryTables['reservations']>) =>
+  db
+    .insertInto('reservations')
+    .values({ order_id: p('order_id'), sku: p('sku'), requested: p('requested'), quantity: p('quantity') })
+    .onConflict((oc) =>
+      oc
+        .columns(['order_id', 'sku'])
+        .doUpdateSet({ quantity: sql`reservations.quantity + excluded.quantity` }),
+    ),
+);
+const reservationsOf = prepare((db: Db<InventoryTables>, p: Params<{ orderId: string }>) =>
+  db.selectFrom('reservations').selectAll().where('order_id', '=', p('orderId')).orderBy('sku'),
+);
+const deductStock = prepare((db: Db<InventoryTables>, p: Params<{ sku: string; quantity: number }>) =>
+  db
+    .updateTable('stock')
+    .set({
+      on_hand: sql`on_hand - ${p('quantity')}`,
+      reserved: sql`reserved - ${p('quantity')}`,
+      dispatched: sql`dispatched + ${p('quantity')}`,
+    })
+    .where('sku', '=', p('sku')),
+);
+
 export function inventoryStore(trx: Tx<InventoryTables>) {
   const store = {
     async stock(skus: readonly string[]): Promise<Map<string, StockLevel>> {
-      if (skus.length === 0) return new Map();
-      const rows = await trx.selectFrom('stock').selectAll().where('sku', 'in', skus).execute();
-      return new Map(rows.map((row) => [row.sku, toLevel(row)]));
+      const levels = new Map<string, StockLevel>();
+      for (const sku of new Set(skus)) {
+        const [row] = (await stockBySku(trx, { sku })).rows;
+        if (row) levels.set(sku, toLevel(row));
+      }
+      return levels;
     },
 
     async order(orderId: string) {
-      return trx.selectFrom('orders').selectAll().where('order_id', '=', orderId).executeTakeFirst();
+      return (await orderById(trx, { orderId })).rows[0];
     },
 
     /** Records the order's status; the first time, with its shipping address and saga context. */
@@ -139,37 +205,19 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
       status: InventoryOrderStatus,
       first?: { shippingAddress: Address; context: SagaContext },
     ): Promise<void> {
-      const address = first ? JSON.stringify(first.shippingAddress) : null;
-      const context = first ? JSON.stringify(first.context) : null;
-      await trx
-        .insertInto('orders')
-        .values({ order_id: orderId, status, shipping_address: address, context, updated_at: nowIso() })
-        .onConflict((oc) =>
-          oc.column('order_id').doUpdateSet({
-            status,
-            updated_at: nowIso(),
-            ...(first ? { shipping_address: address, context } : {}),
-          }),
-        )
-        .execute();
+      await upsertOrder(trx, {
+        order_id: orderId,
+        status,
+        shipping_address: first ? JSON.stringify(first.shippingAddress) : null,
+        context: first ? JSON.stringify(first.context) : null,
+        updated_at: nowIso(),
+      });
     },
 
     /** Reserves `quantity` more of `sku` for the order (the line asked for `requested`). */
     async reserve(orderId: string, sku: string, requested: number, quantity: number): Promise<void> {
-      if (quantity > 0) {
-        await trx
-          .updateTable('stock')
-          .set({ reserved: sql`reserved + ${quantity}` })
-          .where('sku', '=', sku)
-          .execute();
-      }
-      await trx
-        .insertInto('reservations')
-        .values({ order_id: orderId, sku, requested, quantity })
-        .onConflict((oc) =>
-          oc.columns(['order_id', 'sku']).doUpdateSet({ quantity: sql`reservations.quantity + ${quantity}` }),
-        )
-        .execute();
+      if (quantity > 0) await addReserved(trx, { sku, quantity });
+      await upsertReservation(trx, { order_id: orderId, sku, requested, quantity });
     },
 
     async addBackorder(orderId: string, sku: string, missing: number, held = false): Promise<void> {
@@ -180,12 +228,7 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
     },
 
     async reservations(orderId: string) {
-      return trx
-        .selectFrom('reservations')
-        .selectAll()
-        .where('order_id', '=', orderId)
-        .orderBy('sku')
-        .execute();
+      return (await reservationsOf(trx, { orderId })).rows;
     },
 
     /** Gives back every unit reserved for the order and drops its backorders; returns what was released. */
@@ -208,15 +251,7 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
     /** The reservation leaves the warehouse: on hand and reserved both go down. */
     async deduct(orderId: string): Promise<void> {
       for (const { sku, quantity } of await store.reservations(orderId)) {
-        await trx
-          .updateTable('stock')
-          .set({
-            on_hand: sql`on_hand - ${quantity}`,
-            reserved: sql`reserved - ${quantity}`,
-            dispatched: sql`dispatched + ${quantity}`,
-          })
-          .where('sku', '=', sku)
-          .execute();
+        await deductStock(trx, { sku, quantity });
       }
     },
 

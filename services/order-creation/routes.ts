@@ -9,7 +9,7 @@ import type { components } from '../../common/generated/api.ts';
 import type { HttpServer } from '../../common/http.ts';
 import type { Runner } from '../../common/runner.ts';
 import { type CancelReason, isTerminal, type OrderStatus, requestCancel } from './domain.ts';
-import { listOrders, type OrderStore, type OrderTables, orderStatus, readOrder } from './store.ts';
+import { listOrders, type OrderStore, type OrderTables, orderStatus, readOrder, toOrder } from './store.ts';
 
 type CreateOrder = components['schemas']['CreateOrderRequest'];
 
@@ -22,19 +22,21 @@ export class OrderWatch {
     this.emitter.emit(orderId);
   }
 
-  /** Resolves on the next notification for the order, after `ms`, or at shutdown. */
-  next(orderId: string, ms: number): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  /** Resolves true on the next notification for the order; false after `ms`, or at shutdown. */
+  next(orderId: string, ms: number): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
     return new Promise((resolve) => {
-      const done = () => {
+      const done = (notified: boolean) => {
         clearTimeout(timer);
-        this.emitter.off(orderId, done);
-        this.emitter.off('close', done);
-        resolve();
+        this.emitter.off(orderId, onNotify);
+        this.emitter.off('close', onClose);
+        resolve(notified);
       };
-      const timer = setTimeout(done, ms);
-      this.emitter.once(orderId, done);
-      this.emitter.once('close', done);
+      const onNotify = () => done(true);
+      const onClose = () => done(false);
+      const timer = setTimeout(onClose, ms);
+      this.emitter.once(orderId, onNotify);
+      this.emitter.once('close', onClose);
     });
   }
 
@@ -57,7 +59,7 @@ export const orderContext = (order: {
 
 /** CANCELLING + order.cancel_requested, in one transaction; the outcome says what the order was. */
 export async function cancelOrder(runner: Runner<OrderTables, OrderStore>, id: string, reason: CancelReason) {
-  return runner.transact(async (store) => {
+  const { value } = await runner.transact(async (store) => {
     const order = await store.order(id);
     if (!order) return { value: 'missing' as const, emit: [] };
     const decision = requestCancel({ id, status: order.status }, reason);
@@ -68,6 +70,7 @@ export async function cancelOrder(runner: Runner<OrderTables, OrderStore>, id: s
       emit: decision.emit.map((e) => ({ ...e, context: orderContext(order) })),
     };
   });
+  return value;
 }
 
 export function addRoutes(
@@ -96,9 +99,9 @@ export function addRoutes(
     const id = randomUUID();
     const now = new Date();
     const traceparent = `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
-    await runner.transact(
+    const { value: order, emitted } = await runner.transact(
       async (store) => {
-        await store.create({
+        const order = await store.create({
           id,
           customer_id: request.customerId,
           items: JSON.stringify(request.items),
@@ -109,7 +112,7 @@ export function addRoutes(
           deadline_at: new Date(now.getTime() + config.sagaDeadlineMs).toISOString(),
         });
         return {
-          value: undefined,
+          value: order,
           emit: [
             emit('order.created', {
               orderId: id,
@@ -122,7 +125,8 @@ export function addRoutes(
       },
       { orderId: id, traceparent, ...(failAt ? { failAt } : {}) },
     );
-    return { status: 201, body: await readOrder(db, id), headers: { location: `/orders/${id}` } };
+    // The order as committed, without reading it back: its only event so far is order.created.
+    return { status: 201, body: toOrder(order, emitted), headers: { location: `/orders/${id}` } };
   });
 
   http.route('get', '/orders', async ({ query }) => {
@@ -142,7 +146,7 @@ export function addRoutes(
     let status = await orderStatus(db, id);
     while (status && !isTerminal(status) && Date.now() < deadline) {
       // Woken at once when the order's fate commits; the short cap also covers another instance deciding it.
-      await watch.next(id, Math.min(250, deadline - Date.now()));
+      if (await watch.next(id, Math.min(250, deadline - Date.now()))) break;
       status = await orderStatus(db, id);
     }
     const order = status && (await readOrder(db, id));

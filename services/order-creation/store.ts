@@ -1,6 +1,6 @@
 /** order-creation's tables: orders with their status, and the timeline of every saga event about them. */
-import type { Generated, Migration } from 'kysely';
-import { type Db, nowIso, type Tx } from '../../common/db.ts';
+import { type Generated, type Migration, sql } from 'kysely';
+import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { EMITTED_BY, type SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
 import type { CancelReason, FailureReason, OrderStatus } from './domain.ts';
@@ -54,21 +54,19 @@ export const migrations: Record<string, Migration> = {
         .addColumn('created_at', 'text', (c) => c.notNull())
         .addColumn('updated_at', 'text', (c) => c.notNull())
         .addColumn('deadline_at', 'text', (c) => c.notNull())
+        // Stored in its primary key's b-tree: one write per new order, not a table and an index.
+        .modifyEnd(sql`without rowid`)
         .execute();
       await db.schema.createIndex('orders_page').on('orders').columns(['created_at', 'id']).execute();
+      // Also finds the overdue orders: only open ones are looked at, and few are open at a time.
       await db.schema
         .createIndex('orders_status_page')
         .on('orders')
         .columns(['status', 'created_at', 'id'])
         .execute();
       await db.schema
-        .createIndex('orders_deadline')
-        .on('orders')
-        .columns(['status', 'deadline_at'])
-        .execute();
-      await db.schema
         .createTable('timeline')
-        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('seq', 'integer', (c) => c.primaryKey())
         .addColumn('order_id', 'text', (c) => c.notNull())
         .addColumn('event_id', 'text', (c) => c.notNull().unique())
         .addColumn('type', 'text', (c) => c.notNull())
@@ -102,58 +100,110 @@ function toSummary(row: OrderRow): OrderSummary {
   };
 }
 
+// The statements every order runs through (prepared once: see `prepare`).
+const insertOrder = prepare((db: Db<OrderTables>, p: Params<OrderRow>) =>
+  db.insertInto('orders').values({
+    id: p('id'),
+    customer_id: p('customer_id'),
+    status: p('status'),
+    reason: p('reason'),
+    cancel_reason: p('cancel_reason'),
+    items: p('items'),
+    shipping_address: p('shipping_address'),
+    traceparent: p('traceparent'),
+    fail_at: p('fail_at'),
+    created_at: p('created_at'),
+    updated_at: p('updated_at'),
+    deadline_at: p('deadline_at'),
+  }),
+);
+const orderById = prepare((db: Db<OrderTables>, p: Params<{ id: string }>) =>
+  db.selectFrom('orders').selectAll().where('id', '=', p('id')),
+);
+const statusById = prepare((db: Db<OrderTables>, p: Params<{ id: string }>) =>
+  db.selectFrom('orders').select('status').where('id', '=', p('id')),
+);
+type StatusChange = Pick<OrderRow, 'id' | 'status' | 'reason' | 'cancel_reason' | 'updated_at'>;
+const updateStatus = prepare((db: Db<OrderTables>, p: Params<StatusChange>) =>
+  db
+    .updateTable('orders')
+    .set((eb) => ({
+      status: p('status'),
+      updated_at: p('updated_at'),
+      // A reason, once given, stays: a later change without one keeps it.
+      reason: eb.fn.coalesce(eb.val(p('reason')), 'reason'),
+      cancel_reason: eb.fn.coalesce(eb.val(p('cancel_reason')), 'cancel_reason'),
+    }))
+    .where('id', '=', p('id')),
+);
+type TimelineRow = Omit<OrderTables['timeline'], 'seq'>;
+const insertTimeline = prepare((db: Db<OrderTables>, p: Params<TimelineRow>) =>
+  db
+    .insertInto('timeline')
+    .values({
+      order_id: p('order_id'),
+      event_id: p('event_id'),
+      type: p('type'),
+      at: p('at'),
+      source: p('source'),
+      detail: p('detail'),
+      data: p('data'),
+    })
+    .onConflict((oc) => oc.column('event_id').doNothing()),
+);
+const timelineOf = prepare((db: Db<OrderTables>, p: Params<{ orderId: string }>) =>
+  db.selectFrom('timeline').selectAll().where('order_id', '=', p('orderId')).orderBy('at').orderBy('seq'),
+);
+
 /** Writes and reads that run inside a transaction (handlers, POST, cancel, deadline). */
 export function orderStore(trx: Tx<OrderTables>) {
   return {
-    async create(row: Omit<OrderRow, 'status' | 'reason' | 'cancel_reason' | 'updated_at'>): Promise<void> {
-      await trx
-        .insertInto('orders')
-        .values({ ...row, status: 'PENDING', reason: null, cancel_reason: null, updated_at: row.created_at })
-        .execute();
+    /** A new order, PENDING; returns the row as stored. */
+    async create(
+      row: Omit<OrderRow, 'status' | 'reason' | 'cancel_reason' | 'updated_at'>,
+    ): Promise<OrderRow> {
+      const order: OrderRow = {
+        ...row,
+        status: 'PENDING',
+        reason: null,
+        cancel_reason: null,
+        updated_at: row.created_at,
+      };
+      await insertOrder(trx, order);
+      return order;
     },
 
     async order(id: string): Promise<OrderRow | undefined> {
-      return trx.selectFrom('orders').selectAll().where('id', '=', id).executeTakeFirst();
+      return (await orderById(trx, { id })).rows[0];
     },
 
     async update(
       id: string,
       change: { status: OrderStatus; reason?: FailureReason; cancelReason?: CancelReason },
     ): Promise<void> {
-      await trx
-        .updateTable('orders')
-        .set({
-          status: change.status,
-          updated_at: nowIso(),
-          ...(change.reason ? { reason: change.reason } : {}),
-          ...(change.cancelReason ? { cancel_reason: change.cancelReason } : {}),
-        })
-        .where('id', '=', id)
-        .execute();
+      await updateStatus(trx, {
+        id,
+        status: change.status,
+        reason: change.reason ?? null,
+        cancel_reason: change.cancelReason ?? null,
+        updated_at: nowIso(),
+      });
     },
 
     /** Adds the event to its order's timeline; an event already there (redelivered, or our own) is skipped. */
     async record(events: readonly SagaEvent[]): Promise<void> {
-      const rows = events
-        .filter((e) => e.orderId)
-        .map((e) => {
-          const detail = (e.data as { detail?: string }).detail;
-          return {
-            order_id: e.orderId as string,
-            event_id: e.id,
-            type: e.type,
-            at: e.occurredAt,
-            source: EMITTED_BY[e.type],
-            detail: detail ?? null,
-            data: JSON.stringify(e.data),
-          };
+      for (const e of events) {
+        if (!e.orderId) continue;
+        const entry = timelineEntry(e);
+        await insertTimeline(trx, {
+          order_id: e.orderId,
+          event_id: entry.eventId,
+          type: entry.type,
+          at: entry.at,
+          source: entry.source,
+          detail: entry.detail ?? null,
+          data: JSON.stringify(entry.data),
         });
-      if (rows.length > 0) {
-        await trx
-          .insertInto('timeline')
-          .values(rows)
-          .onConflict((oc) => oc.column('event_id').doNothing())
-          .execute();
       }
     },
   };
@@ -163,28 +213,40 @@ export type OrderStore = ReturnType<typeof orderStore>;
 
 /** Just the status (cheap enough to poll while a reader waits). */
 export async function orderStatus(db: Db<OrderTables>, id: string): Promise<OrderStatus | undefined> {
-  const row = await db.selectFrom('orders').select('status').where('id', '=', id).executeTakeFirst();
-  return row?.status;
+  return (await statusById(db, { id })).rows[0]?.status;
+}
+
+type TimelineEntry = Order['timeline'][number];
+
+function timelineEntry(e: SagaEvent): TimelineEntry {
+  const { detail } = e.data as { detail?: string };
+  return {
+    eventId: e.id,
+    type: e.type,
+    at: e.occurredAt,
+    source: EMITTED_BY[e.type],
+    ...(detail ? { detail } : {}),
+    data: e.data,
+  };
+}
+
+/** The order as the API shows it, from its row and the events of its timeline. */
+export function toOrder(row: OrderRow, events: readonly SagaEvent[]): Order {
+  return { ...toSummary(row), timeline: events.map(timelineEntry) };
 }
 
 /** The order with its timeline, or undefined. */
 export async function readOrder(db: Db<OrderTables>, id: string): Promise<Order | undefined> {
-  const row = await db.selectFrom('orders').selectAll().where('id', '=', id).executeTakeFirst();
+  const [row] = (await orderById(db, { id })).rows;
   if (!row) return undefined;
-  const timeline = await db
-    .selectFrom('timeline')
-    .selectAll()
-    .where('order_id', '=', id)
-    .orderBy('at')
-    .orderBy('seq')
-    .execute();
+  const { rows: timeline } = await timelineOf(db, { orderId: id });
   return {
     ...toSummary(row),
     timeline: timeline.map((t) => ({
       eventId: t.event_id,
       type: t.type,
       at: t.at,
-      source: t.source as Order['timeline'][number]['source'],
+      source: t.source as TimelineEntry['source'],
       ...(t.detail ? { detail: t.detail } : {}),
       data: JSON.parse(t.data),
     })),

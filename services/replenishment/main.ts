@@ -19,9 +19,11 @@ await runService<ReplenishmentTables, ReturnType<typeof replenishmentStore>>({
     // The supplier answers each request once its delay has passed; requests are stored, so a
     // restart loses none.
     every(Math.max(50, Math.min(250, config.supplierDelayMs / 2)), async () => {
-      for (const request of await dueRequests(db)) {
-        await runner.transact((store) => deliver(store, request, config.faultInjection));
-      }
+      const due = await dueRequests(db);
+      // All at once: they share one transaction, and any that fails runs again alone.
+      await Promise.all(
+        due.map((request) => runner.transact((store) => deliver(store, request, config.faultInjection))),
+      );
     });
   },
 });

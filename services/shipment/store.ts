@@ -1,6 +1,6 @@
 /** Shipment's table: one row per order it has decided on (dispatched, failed, or promised never to ship). */
-import type { Migration } from 'kysely';
-import { type Db, nowIso, type Tx } from '../../common/db.ts';
+import { type Migration, sql } from 'kysely';
+import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 
 /** CANCELLED is the promise never to dispatch the order (also a tombstone against a late reservation). */
 export type ShipmentStatus = 'DISPATCHED' | 'FAILED' | 'CANCELLED';
@@ -31,6 +31,8 @@ export const migrations: Record<string, Migration> = {
         .addColumn('country', 'text')
         .addColumn('detail', 'text')
         .addColumn('created_at', 'text', (c) => c.notNull())
+        // Stored in its primary key's b-tree: one write per row, not a table and an index.
+        .modifyEnd(sql`without rowid`)
         .execute();
     },
   },
@@ -38,10 +40,27 @@ export const migrations: Record<string, Migration> = {
 
 type Row = ShipmentTables['shipments'];
 
+// The statements every order runs through (prepared once: see `prepare`).
+const shipmentOf = prepare((db: Db<ShipmentTables>, p: Params<{ orderId: string }>) =>
+  db.selectFrom('shipments').selectAll().where('order_id', '=', p('orderId')),
+);
+const insertShipment = prepare((db: Db<ShipmentTables>, p: Params<Row>) =>
+  db.insertInto('shipments').values({
+    order_id: p('order_id'),
+    id: p('id'),
+    status: p('status'),
+    carrier: p('carrier'),
+    tracking_number: p('tracking_number'),
+    country: p('country'),
+    detail: p('detail'),
+    created_at: p('created_at'),
+  }),
+);
+
 export function shipmentStore(trx: Tx<ShipmentTables>) {
   const store = {
     async shipment(orderId: string): Promise<Row | undefined> {
-      return trx.selectFrom('shipments').selectAll().where('order_id', '=', orderId).executeTakeFirst();
+      return (await shipmentOf(trx, { orderId })).rows[0];
     },
     /** The promise never to dispatch the order: a CANCELLED row, which refuses a later reservation. */
     async neverDispatch(orderId: string, reason: string): Promise<void> {
@@ -56,10 +75,7 @@ export function shipmentStore(trx: Tx<ShipmentTables>) {
       });
     },
     async record(row: Omit<Row, 'created_at'>): Promise<void> {
-      await trx
-        .insertInto('shipments')
-        .values({ ...row, created_at: nowIso() })
-        .execute();
+      await insertShipment(trx, { ...row, created_at: nowIso() });
     },
   };
   return store;
