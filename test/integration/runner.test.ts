@@ -204,6 +204,44 @@ describe('the runner', () => {
     expect(captured).toHaveLength(good.length);
   });
 
+  it('runs work outside a message with the deliveries, and fails only the unit that throws', async () => {
+    const runner = service?.app.runner;
+    if (!runner) throw new Error('the probe is not running');
+    const deliveries = Array.from({ length: 10 }, () => orderCreated());
+    for (const event of deliveries) await publish(event);
+    // Started together, they join whatever burst is waiting (group commit).
+    const work = Array.from({ length: 10 }, (_, i) => {
+      const orderId = randomUUID();
+      return runner.transact(async (store) => {
+        await store.note(`work-${i}`, 'handled');
+        if (i === 4) throw new Error('this one fails');
+        return { value: i, emit: [emit('order.completed', { orderId })] };
+      });
+    });
+
+    const outcomes = await Promise.allSettled(work);
+    await eventually(
+      () => captured.length,
+      (n) => n >= 19,
+    );
+
+    expect(outcomes.map((o) => o.status)).toEqual(
+      Array.from({ length: 10 }, (_, i) => (i === 4 ? 'rejected' : 'fulfilled')),
+    );
+    expect(outcomes[4]).toMatchObject({ status: 'rejected', reason: { message: 'this one fails' } });
+    const [fulfilled] = outcomes;
+    expect(fulfilled).toMatchObject({ status: 'fulfilled', value: { value: 0 } });
+    if (fulfilled?.status === 'fulfilled') {
+      expect(fulfilled.value.emitted.map((e) => e.type)).toEqual(['order.completed']);
+    }
+    const handled = (await effects()).map((e) => e.message_id);
+    expect(handled).toHaveLength(19);
+    expect(handled).not.toContain('work-4');
+    expect(handled).toEqual(expect.arrayContaining(deliveries.map((e) => e.id)));
+    await new Promise((r) => setTimeout(r, 300)); // room for a wrong, twentieth event
+    expect(captured).toHaveLength(19);
+  });
+
   it('commits the state change and the emitted event together or not at all', async () => {
     behaviour = 'invalid-event'; // the outbox refuses an event that breaks its schema: the transaction rolls back
     const event = orderCreated();
