@@ -55,7 +55,7 @@ export const CONFIG_KEYS = {
   DATA_DIR: {
     kind: 'string',
     default: './data',
-    doc: 'Directory of the SQLite databases, one file per service.',
+    doc: 'Directory of the SQLite databases, one file per service (held by one process at a time).',
   },
   HTTP_HOST: {
     kind: 'string',
