@@ -44,28 +44,61 @@ function problemBody(error: AppError, instance?: string): string {
   return JSON.stringify(error.toProblem(instance));
 }
 
+/** The most of a refused body read (and dropped) before answering; past it, the connection just closes. */
+const DRAIN_AT_MOST = 8 * 1024 * 1024;
+
+/**
+ * Reads the rest of a refused body, up to DRAIN_AT_MOST, and drops it: a client still sending
+ * when the connection closes gets a reset instead of the 413 or 415 it was answered.
+ */
+function drain(req: Request): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const done = () => {
+      req.off('data', onData);
+      req.off('end', done);
+      req.off('error', done);
+      req.off('close', done);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > DRAIN_AT_MOST) done();
+    };
+    req.on('data', onData);
+    req.once('end', done);
+    req.once('error', done);
+    req.once('close', done);
+  });
+}
+
 /** Reads the body as JSON, enforcing the size limit, the content type and valid UTF-8. */
 async function readJsonBody(req: Request, limit: number): Promise<unknown> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/json' && !type?.endsWith('+json')) {
-    req.resume();
+    await drain(req);
     throw new AppError(
       415,
       'Unsupported media type',
       `Send the body as application/json (got ${type || 'no content type'}).`,
     );
   }
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) {
-    req.resume();
-    throw new AppError(413, 'Payload too large', `The body is larger than ${limit} bytes.`);
+  const tooLarge = () => new AppError(413, 'Payload too large', `The body is larger than ${limit} bytes.`);
+  if (Number(req.headers['content-length'] ?? 0) > limit) {
+    await drain(req);
+    throw tooLarge();
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  // Leaving the loop early must not destroy the request: its rest is drained, then answered.
+  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > limit) throw new AppError(413, 'Payload too large', `The body is larger than ${limit} bytes.`);
+    if (size > limit) break;
     chunks.push(chunk);
+  }
+  if (size > limit) {
+    await drain(req);
+    throw tooLarge();
   }
   let text: string;
   try {
