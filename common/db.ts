@@ -149,7 +149,17 @@ class Placeholder {
 }
 
 /** `p('name')` in a prepared query: the parameter `name`, typed as its value. */
-export type Params<P> = <K extends keyof P & string>(name: K) => P[K];
+export interface Params<P> {
+  <K extends keyof P & string>(name: K): P[K];
+  /** The named parameters as one row, for `values(p.row('id', 'status'))`. */
+  row<K extends keyof P & string>(...names: K[]): Pick<P, K>;
+}
+
+function placeholders<P>(): Params<P> {
+  const p = ((name: string) => new Placeholder(name)) as unknown as Params<P>;
+  p.row = (...names) => Object.fromEntries(names.map((name) => [name, new Placeholder(name)])) as never;
+  return p;
+}
 
 /**
  * A query that Kysely builds and compiles once, then runs with new parameter values each time.
@@ -163,7 +173,7 @@ export function prepare<DB, P, O>(
   let compiled: { sql: string; slots: readonly unknown[] } | undefined;
   return (db, params) => {
     if (!compiled) {
-      const { sql, parameters } = build(db, (name) => new Placeholder(name) as never).compile();
+      const { sql, parameters } = build(db, placeholders<P>()).compile();
       compiled = { sql, slots: parameters };
     }
     const values = compiled.slots.map((slot) =>

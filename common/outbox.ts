@@ -73,25 +73,20 @@ export async function writeOutbox(
     events.push(event);
     await insertOutbox(trx, {
       id: event.id,
-      routingKey: e.type,
+      routing_key: e.type,
       body: JSON.stringify(event),
       headers: JSON.stringify(sagaHeaders(e, context)),
-      at: now,
+      created_at: now,
     });
   }
   return events;
 }
 
-type OutboxRow = { id: string; routingKey: string; body: string; headers: string; at: string };
-const insertOutbox = prepare((db: Kysely<RunnerTables>, p: Params<OutboxRow>) =>
-  db.insertInto('outbox').values({
-    id: p('id'),
-    routing_key: p('routingKey'),
-    body: p('body'),
-    headers: p('headers'),
-    created_at: p('at'),
-    published_at: null,
-  }),
+type NewOutboxRow = Omit<RunnerTables['outbox'], 'seq' | 'published_at'>;
+const insertOutbox = prepare((db: Kysely<RunnerTables>, p: Params<NewOutboxRow>) =>
+  db
+    .insertInto('outbox')
+    .values({ ...p.row('id', 'routing_key', 'body', 'headers', 'created_at'), published_at: null }),
 );
 
 const unpublished = prepare((db: Kysely<RunnerTables>, p: Params<{ limit: number }>) =>

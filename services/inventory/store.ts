@@ -137,13 +137,7 @@ type OrderRow = InventoryTables['orders'];
 const upsertOrder = prepare((db: Db<InventoryTables>, p: Params<OrderRow>) =>
   db
     .insertInto('orders')
-    .values({
-      order_id: p('order_id'),
-      status: p('status'),
-      shipping_address: p('shipping_address'),
-      context: p('context'),
-      updated_at: p('updated_at'),
-    })
+    .values(p.row('order_id', 'status', 'shipping_address', 'context', 'updated_at'))
     .onConflict((oc) =>
       oc.column('order_id').doUpdateSet((eb) => ({
         status: eb.ref('excluded.status'),
@@ -163,7 +157,7 @@ const addReserved = prepare((db: Db<InventoryTables>, p: Params<{ sku: string; q
 const upsertReservation = prepare((db: Db<InventoryTables>, p: Params<InventoryTables['reservations']>) =>
   db
     .insertInto('reservations')
-    .values({ order_id: p('order_id'), sku: p('sku'), requested: p('requested'), quantity: p('quantity') })
+    .values(p.row('order_id', 'sku', 'requested', 'quantity'))
     .onConflict((oc) =>
       oc
         .columns(['order_id', 'sku'])

@@ -102,20 +102,24 @@ function toSummary(row: OrderRow): OrderSummary {
 
 // The statements every order runs through (prepared once: see `prepare`).
 const insertOrder = prepare((db: Db<OrderTables>, p: Params<OrderRow>) =>
-  db.insertInto('orders').values({
-    id: p('id'),
-    customer_id: p('customer_id'),
-    status: p('status'),
-    reason: p('reason'),
-    cancel_reason: p('cancel_reason'),
-    items: p('items'),
-    shipping_address: p('shipping_address'),
-    traceparent: p('traceparent'),
-    fail_at: p('fail_at'),
-    created_at: p('created_at'),
-    updated_at: p('updated_at'),
-    deadline_at: p('deadline_at'),
-  }),
+  db
+    .insertInto('orders')
+    .values(
+      p.row(
+        'id',
+        'customer_id',
+        'status',
+        'reason',
+        'cancel_reason',
+        'items',
+        'shipping_address',
+        'traceparent',
+        'fail_at',
+        'created_at',
+        'updated_at',
+        'deadline_at',
+      ),
+    ),
 );
 const orderById = prepare((db: Db<OrderTables>, p: Params<{ id: string }>) =>
   db.selectFrom('orders').selectAll().where('id', '=', p('id')),
@@ -140,15 +144,7 @@ type TimelineRow = Omit<OrderTables['timeline'], 'seq'>;
 const insertTimeline = prepare((db: Db<OrderTables>, p: Params<TimelineRow>) =>
   db
     .insertInto('timeline')
-    .values({
-      order_id: p('order_id'),
-      event_id: p('event_id'),
-      type: p('type'),
-      at: p('at'),
-      source: p('source'),
-      detail: p('detail'),
-      data: p('data'),
-    })
+    .values(p.row('order_id', 'event_id', 'type', 'at', 'source', 'detail', 'data'))
     .onConflict((oc) => oc.column('event_id').doNothing()),
 );
 const timelineOf = prepare((db: Db<OrderTables>, p: Params<{ orderId: string }>) =>

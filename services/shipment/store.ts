@@ -45,16 +45,11 @@ const shipmentOf = prepare((db: Db<ShipmentTables>, p: Params<{ orderId: string 
   db.selectFrom('shipments').selectAll().where('order_id', '=', p('orderId')),
 );
 const insertShipment = prepare((db: Db<ShipmentTables>, p: Params<Row>) =>
-  db.insertInto('shipments').values({
-    order_id: p('order_id'),
-    id: p('id'),
-    status: p('status'),
-    carrier: p('carrier'),
-    tracking_number: p('tracking_number'),
-    country: p('country'),
-    detail: p('detail'),
-    created_at: p('created_at'),
-  }),
+  db
+    .insertInto('shipments')
+    .values(
+      p.row('order_id', 'id', 'status', 'carrier', 'tracking_number', 'country', 'detail', 'created_at'),
+    ),
 );
 
 export function shipmentStore(trx: Tx<ShipmentTables>) {
