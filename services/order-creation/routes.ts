@@ -9,7 +9,15 @@ import type { components } from '../../common/generated/api.ts';
 import type { HttpServer } from '../../common/http.ts';
 import type { Runner } from '../../common/runner.ts';
 import { type CancelReason, isTerminal, type OrderStatus, requestCancel } from './domain.ts';
-import { listOrders, type OrderStore, type OrderTables, orderStatus, readOrder, toOrder } from './store.ts';
+import {
+  listOrders,
+  type OrderStore,
+  type OrderTables,
+  orderRow,
+  readOrder,
+  toOrder,
+  withTimeline,
+} from './store.ts';
 
 type CreateOrder = components['schemas']['CreateOrderRequest'];
 
@@ -22,21 +30,19 @@ export class OrderWatch {
     this.emitter.emit(orderId);
   }
 
-  /** Resolves true on the next notification for the order; false after `ms`, or at shutdown. */
-  next(orderId: string, ms: number): Promise<boolean> {
-    if (this.closed) return Promise.resolve(false);
+  /** Resolves on the next notification for the order, after `ms`, or at shutdown. */
+  next(orderId: string, ms: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
     return new Promise((resolve) => {
-      const done = (notified: boolean) => {
+      const done = () => {
         clearTimeout(timer);
-        this.emitter.off(orderId, onNotify);
-        this.emitter.off('close', onClose);
-        resolve(notified);
+        this.emitter.off(orderId, done);
+        this.emitter.off('close', done);
+        resolve();
       };
-      const onNotify = () => done(true);
-      const onClose = () => done(false);
-      const timer = setTimeout(onClose, ms);
-      this.emitter.once(orderId, onNotify);
-      this.emitter.once('close', onClose);
+      const timer = setTimeout(done, ms);
+      this.emitter.once(orderId, done);
+      this.emitter.once('close', done);
     });
   }
 
@@ -143,15 +149,14 @@ export function addRoutes(
   http.route('get', '/orders/{id}', async ({ params, query }) => {
     const id = String(params.id);
     const deadline = Date.now() + Number(query.wait ?? 0);
-    let status = await orderStatus(db, id);
-    while (status && !isTerminal(status) && Date.now() < deadline) {
+    let row = await orderRow(db, id);
+    while (row && !isTerminal(row.status) && Date.now() < deadline) {
       // Woken at once when the order's fate commits; the short cap also covers another instance deciding it.
-      if (await watch.next(id, Math.min(250, deadline - Date.now()))) break;
-      status = await orderStatus(db, id);
+      await watch.next(id, Math.min(250, deadline - Date.now()));
+      row = await orderRow(db, id);
     }
-    const order = status && (await readOrder(db, id));
-    if (!order) throw new NotFoundError(`No order ${id}.`);
-    return { status: 200, body: order };
+    if (!row) throw new NotFoundError(`No order ${id}.`);
+    return { status: 200, body: await withTimeline(db, row) };
   });
 
   http.route('post', '/orders/{id}/cancel', async ({ params }) => {

@@ -124,9 +124,6 @@ const insertOrder = prepare((db: Db<OrderTables>, p: Params<OrderRow>) =>
 const orderById = prepare((db: Db<OrderTables>, p: Params<{ id: string }>) =>
   db.selectFrom('orders').selectAll().where('id', '=', p('id')),
 );
-const statusById = prepare((db: Db<OrderTables>, p: Params<{ id: string }>) =>
-  db.selectFrom('orders').select('status').where('id', '=', p('id')),
-);
 type StatusChange = Pick<OrderRow, 'id' | 'status' | 'reason' | 'cancel_reason' | 'updated_at'>;
 const updateStatus = prepare((db: Db<OrderTables>, p: Params<StatusChange>) =>
   db
@@ -207,9 +204,9 @@ export function orderStore(trx: Tx<OrderTables>) {
 
 export type OrderStore = ReturnType<typeof orderStore>;
 
-/** Just the status (cheap enough to poll while a reader waits). */
-export async function orderStatus(db: Db<OrderTables>, id: string): Promise<OrderStatus | undefined> {
-  return (await statusById(db, { id })).rows[0]?.status;
+/** The order's row alone (what a reader waiting for its fate polls). */
+export async function orderRow(db: Db<OrderTables>, id: string): Promise<OrderRow | undefined> {
+  return (await orderById(db, { id })).rows[0];
 }
 
 type TimelineEntry = Order['timeline'][number];
@@ -233,9 +230,13 @@ export function toOrder(row: OrderRow, events: readonly SagaEvent[]): Order {
 
 /** The order with its timeline, or undefined. */
 export async function readOrder(db: Db<OrderTables>, id: string): Promise<Order | undefined> {
-  const [row] = (await orderById(db, { id })).rows;
-  if (!row) return undefined;
-  const { rows: timeline } = await timelineOf(db, { orderId: id });
+  const row = await orderRow(db, id);
+  return row && withTimeline(db, row);
+}
+
+/** The order of this row, with its timeline read. */
+export async function withTimeline(db: Db<OrderTables>, row: OrderRow): Promise<Order> {
+  const { rows: timeline } = await timelineOf(db, { orderId: row.id });
   return {
     ...toSummary(row),
     timeline: timeline.map((t) => ({
