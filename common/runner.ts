@@ -223,13 +223,14 @@ export class Runner<T, S> {
     }
     const headers = message.properties.headers ?? {};
     const failAtHeader = headers[HEADER.failAt];
-    const failAt =
-      config.faultInjection && FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined;
+    // The context carries it on either way; only a service with fault injection on acts on it.
+    const requested = FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined;
+    const failAt = config.faultInjection ? requested : undefined;
     const context: SagaContext = {
       orderId: event.orderId,
       traceparent: stringHeader(headers[HEADER.traceparent]),
       causationId: event.id,
-      failAt: FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined,
+      failAt: requested,
     };
     return new Promise<void>((done) => {
       this.enqueue({
