@@ -4,13 +4,13 @@
  * them published. It wakes at once after a commit, sweeps on start and after every reconnect,
  * and retries with a delay while the broker is away, so nothing committed is ever lost.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import type { Broker, OutgoingMessage } from './amqp.ts';
 import { contracts } from './contracts.ts';
 import { nowIso, type Params, prepare, type RunnerTables } from './db.ts';
 import type { Emit, SagaContext, SagaEvent, ServiceName } from './events.ts';
 import { orderIdOf } from './events.ts';
+import { childTraceparent, newId } from './ids.ts';
 import type { Logger } from './logger.ts';
 
 /** Header names of the saga context (saga.md, "Event envelope"). */
@@ -19,12 +19,6 @@ export const HEADER = {
   causationId: 'x-causation-id',
   failAt: 'x-fail-at',
 } as const;
-
-/** A W3C traceparent continuing the trace of `parent` (or starting one), with a new span id. */
-function childTraceparent(parent: string | undefined): string {
-  const traceId = parent && /^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(parent)?.[1];
-  return `00-${traceId || randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
-}
 
 /**
  * The saga headers an emitted event travels with: its own order's context when it brings one,
@@ -63,7 +57,7 @@ export async function writeOutbox(
     }
     const orderId = orderIdOf(e.data);
     const event = {
-      id: randomUUID(),
+      id: newId(),
       type: e.type,
       version: 1,
       occurredAt: now,

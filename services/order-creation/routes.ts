@@ -1,5 +1,4 @@
 /** The public order API: place, read, list and cancel orders; plus Swagger UI and the document. */
-import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Config } from '../../common/config.ts';
 import type { Db } from '../../common/db.ts';
@@ -7,6 +6,7 @@ import { ConflictError, NotFoundError, ValidationError } from '../../common/erro
 import { emit, type FailAt, type SagaContext } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
 import type { HttpServer } from '../../common/http.ts';
+import { childTraceparent, newId } from '../../common/ids.ts';
 import type { Runner } from '../../common/runner.ts';
 import { type CancelReason, isTerminal, type OrderStatus, requestCancel } from './domain.ts';
 import {
@@ -102,9 +102,9 @@ export function addRoutes(
       );
     }
     const request = body as CreateOrder;
-    const id = randomUUID();
+    const id = newId();
     const now = new Date();
-    const traceparent = `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+    const traceparent = childTraceparent();
     const { value: order, emitted } = await runner.transact(
       async (store) => {
         const order = await store.create({

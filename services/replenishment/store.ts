@@ -2,6 +2,7 @@
 import type { Migration } from 'kysely';
 import { type Db, nowIso, type Tx } from '../../common/db.ts';
 import type { SagaContext } from '../../common/events.ts';
+import { newId } from '../../common/ids.ts';
 
 export type ReplenishmentStatus = 'PENDING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
 export type Trigger = 'inventory.backordered' | 'stock.low';
@@ -76,7 +77,7 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
       await trx
         .insertInto('replenishments')
         .values({
-          id: crypto.randomUUID(),
+          id: newId(),
           sku: r.sku,
           quantity: r.quantity,
           order_id: r.orderId ?? null,

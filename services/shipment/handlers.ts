@@ -1,6 +1,6 @@
 /** Shipment's subscriptions: routing key → handler, compensations included. */
-import { randomUUID } from 'node:crypto';
 import { emit } from '../../common/events.ts';
+import { newId } from '../../common/ids.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
 import { shipmentCompensations } from '../../compensation/shipment.ts';
 import { shippingDecision, trackingNumber } from './domain.ts';
@@ -30,7 +30,7 @@ const dispatch: Handler<'inventory.reserved', ShipmentStore> = async (
     ];
   }
   const shipment = {
-    id: randomUUID(),
+    id: newId(),
     carrier: decision.carrier,
     trackingNumber: trackingNumber(decision.carrier),
   };
