@@ -289,14 +289,15 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
 
   /**
    * Publishes each message and resolves when the broker has confirmed all of them. Rejects if the
-   * broker is not connected, nacks one, or returns one as unroutable.
+   * broker is not connected, nacks one, or returns one as unroutable (every message is `mandatory`
+   * unless its options say otherwise).
    */
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
     const channel = this.publisher;
     if (!channel || !this.ready) throw new Error('broker not connected');
     const confirms: Promise<void>[] = [];
     for (const message of messages) {
-      const options = { ...message.options, mandatory: true };
+      const options = { mandatory: true, ...message.options };
       let written = true;
       confirms.push(
         new Promise((resolve, reject) => {

@@ -31,6 +31,13 @@ export const EMITTED_BY = {
 export type RoutingKey = keyof typeof EMITTED_BY;
 export const ROUTING_KEYS = Object.keys(EMITTED_BY) as RoutingKey[];
 
+/**
+ * Events no step of the saga waits for: announced to whoever subscribes, and dropped by the
+ * broker when nobody does. Every other event must reach a queue: publishing it where no queue is
+ * bound is an error (a saga would stall), so it is published `mandatory`.
+ */
+export const NOTIFICATIONS: ReadonlySet<RoutingKey> = new Set(['order.completed']);
+
 export function isRoutingKey(value: unknown): value is RoutingKey {
   return typeof value === 'string' && Object.hasOwn(EMITTED_BY, value);
 }

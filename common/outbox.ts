@@ -8,8 +8,15 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Broker, OutgoingMessage } from './amqp.ts';
 import { contracts } from './contracts.ts';
 import { nowIso, type Params, prepare, type RunnerTables } from './db.ts';
-import type { Emit, SagaContext, SagaEvent, ServiceName } from './events.ts';
-import { orderIdOf } from './events.ts';
+import {
+  type Emit,
+  NOTIFICATIONS,
+  orderIdOf,
+  type RoutingKey,
+  type SagaContext,
+  type SagaEvent,
+  type ServiceName,
+} from './events.ts';
 import { childTraceparent, newId } from './ids.ts';
 import type { Logger } from './logger.ts';
 
@@ -176,6 +183,7 @@ export class OutboxRelay {
       content: Buffer.from(row.body),
       options: {
         persistent: true,
+        mandatory: !NOTIFICATIONS.has(row.routing_key as RoutingKey),
         messageId: row.id,
         type: row.routing_key,
         correlationId: event.orderId,

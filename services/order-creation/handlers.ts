@@ -20,15 +20,8 @@ const track: Handler<RoutingKey, OrderStore> = async (event, store, { log }) => 
   return decision.emit;
 };
 
-/** Its own event: already in the timeline (recorded when emitted), and it decides nothing. */
-const alreadyRecorded: Handler<'order.completed', OrderStore> = () => [];
-
-/**
- * Its own events enter the timeline when they are emitted, so it does not consume them, except
- * order.completed: nobody else does, and a mandatory publish needs a queue to land in.
- */
+/** Its own events enter the timeline when they are emitted, so it does not consume them. */
 export const handlers: Handlers<OrderStore> = {
-  'order.completed': alreadyRecorded,
   'inventory.reserved': track,
   'inventory.backordered': track,
   'inventory.rejected': track,

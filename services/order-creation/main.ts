@@ -4,8 +4,9 @@
  *
  * Consumes: inventory.reserved, inventory.backordered, inventory.rejected, inventory.released,
  *           replenishment.completed, replenishment.failed, shipment.dispatched, shipment.failed,
- *           shipment.cancelled, shipment.cancel_rejected, order.completed (its own: a queue for it)
- * Emits:    order.created, order.cancel_requested, order.cancelled, order.completed
+ *           shipment.cancelled, shipment.cancel_rejected
+ * Emits:    order.created, order.cancel_requested, order.cancelled, order.completed (a notification:
+ *           no queue of the saga binds it)
  */
 import { runService } from '../../common/service.ts';
 import { handlers } from './handlers.ts';

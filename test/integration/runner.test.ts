@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import type { Migration } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { queueNames } from '../../common/amqp.ts';
+import { queueNames, UnroutableError } from '../../common/amqp.ts';
 import { openDatabase, type Tx } from '../../common/db.ts';
 import { emit, type SagaEvent } from '../../common/events.ts';
 import { writeOutbox } from '../../common/outbox.ts';
@@ -60,6 +60,8 @@ let service: Awaited<ReturnType<typeof startProbe>> | undefined;
 let connection: ChannelModel;
 let channel: Channel;
 let captured: ConsumeMessage[] = [];
+/** Where the test hears order.completed. */
+let listener: string;
 
 function startProbe() {
   return startService<ProbeTables, ReturnType<typeof probeStore>>(
@@ -106,9 +108,9 @@ beforeAll(async () => {
   service = await startProbe();
   connection = await amqp.connect(AMQP_URL);
   channel = await connection.createChannel();
-  const { queue } = await channel.assertQueue('', { exclusive: true });
-  await channel.bindQueue(queue, exchange, 'order.completed');
-  await channel.consume(queue, (m) => m && captured.push(m), { noAck: true });
+  listener = (await channel.assertQueue('', { exclusive: true })).queue;
+  await channel.bindQueue(listener, exchange, 'order.completed');
+  await channel.consume(listener, (m) => m && captured.push(m), { noAck: true });
 });
 
 afterEach(async () => {
@@ -330,5 +332,34 @@ describe('the outbox relay', () => {
     expect(JSON.parse(captured[0]?.content.toString() ?? '{}').id).toBe(written?.id);
     const row = (await outboxRows()).find((r) => r.id === written?.id);
     expect(row?.published_at).not.toBeNull();
+  });
+
+  it('refuses to publish an event no queue would take, but lets a notification go unheard', async () => {
+    if (!service) throw new Error('no service');
+    const { app, broker, relay } = service;
+    const stray = { exchange, routingKey: 'shipment.failed', content: Buffer.from('{}') };
+    await expect(broker.publish([{ ...stray, options: { messageId: randomUUID() } }])).rejects.toThrow(
+      UnroutableError,
+    );
+
+    await channel.unbindQueue(listener, exchange, 'order.completed');
+    try {
+      const [written] = await app.db
+        .transaction()
+        .execute((trx) =>
+          writeOutbox(trx as never, [emit('order.completed', { orderId: randomUUID() })], {}),
+        );
+      relay.wake();
+
+      const publishedAt = await eventually(
+        async () => (await outboxRows()).find((r) => r.id === written?.id)?.published_at,
+        (at) => at != null,
+        5_000,
+      );
+      expect(publishedAt).not.toBeNull();
+      expect(captured).toHaveLength(0);
+    } finally {
+      await channel.bindQueue(listener, exchange, 'order.completed');
+    }
   });
 });
