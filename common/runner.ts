@@ -88,7 +88,7 @@ export interface RunnerOptions<T, S> {
   store: (trx: Tx<T>) => S;
   /** Called in the transaction with every event written to the outbox (order-creation's timeline). */
   onEmitted?: (trx: Tx<T>, events: SagaEvent[]) => Promise<void>;
-  /** Called once the transaction that emitted these events has committed. */
+  /** Called after each commit, with the events it emitted (maybe none). */
   afterCommit?: (events: SagaEvent[]) => void;
   config: Config;
   log: Logger;
@@ -194,8 +194,7 @@ export class Runner<T, S> {
   }
 
   private committed(events: SagaEvent[]): void {
-    if (events.length === 0) return;
-    this.options.relay.wake();
+    if (events.length > 0) this.options.relay.wake();
     this.options.afterCommit?.(events);
   }
 

@@ -20,8 +20,6 @@ export interface ServiceDefinition<T, S> {
   store: (trx: Tx<T>) => S;
   /** Called in the transaction with every event the service emits. */
   onEmitted?: (trx: Tx<T>, events: SagaEvent[]) => Promise<void>;
-  /** Called once the transaction that emitted these events has committed. */
-  afterCommit?: (events: SagaEvent[]) => void;
   /** Seeds, routes and timers: whatever the service adds to the shared wiring. */
   setup?: (app: App<T, S>) => Promise<void> | void;
 }
@@ -33,8 +31,15 @@ export interface App<T, S> {
   db: Db<T>;
   http: HttpServer;
   runner: Runner<T, S>;
-  /** Runs `task` now and every `ms` (never two at once) until shutdown; a failure is logged, not fatal. */
-  every(ms: number, task: () => Promise<void>): void;
+  /**
+   * Runs `task` now, then every `ms` until shutdown, never two at once; a failure is logged, not
+   * fatal. A task that resolves to a number says when its next work falls due (epoch ms): it runs
+   * again then, if that is sooner. `wake()` runs it again at once (right after the current run,
+   * if one is under way).
+   */
+  every(ms: number, task: () => Promise<unknown>): { wake(): void };
+  /** Called after each commit of the service's transactions, with the events it emitted (maybe none). */
+  onCommit(hook: (events: SagaEvent[]) => void): void;
   /** Called first at shutdown, before HTTP closes (e.g. to release long-polling requests). */
   onShutdown(hook: () => void): void;
 }
@@ -54,6 +59,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     },
     log,
   );
+  const commitHooks: ((events: SagaEvent[]) => void)[] = [];
   const relay = new OutboxRelay(runnerDb(db), broker, definition.name, log);
   const runner = new Runner<T, S>({
     db,
@@ -62,7 +68,9 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     handlers: definition.handlers,
     store: definition.store,
     onEmitted: definition.onEmitted,
-    afterCommit: definition.afterCommit,
+    afterCommit: (events) => {
+      for (const hook of commitHooks) hook(events);
+    },
     config,
     log,
   });
@@ -72,7 +80,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     checks: () => ({ broker: broker.ready, database: databaseOpen, topology: broker.ready }),
   });
 
-  const timers: NodeJS.Timeout[] = [];
+  const stopTimers: (() => void)[] = [];
   const hooks: (() => void)[] = [];
   const app: App<T, S> = {
     config,
@@ -81,22 +89,42 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     http,
     runner,
     every(ms, task) {
-      let busy = false;
+      let timer: NodeJS.Timeout | undefined;
+      let running = false;
+      let again = false;
+      let stopped = false;
       const run = async () => {
-        if (busy) return;
-        busy = true;
+        if (stopped) return;
+        if (running) {
+          again = true;
+          return;
+        }
+        running = true;
+        clearTimeout(timer);
+        let next = Date.now() + ms;
         try {
-          await task();
+          const due = await task();
+          if (typeof due === 'number') next = Math.min(next, due);
         } catch (error) {
           log.error({ err: error }, 'periodic task failed');
         } finally {
-          busy = false;
+          running = false;
         }
+        if (again) {
+          again = false;
+          next = Date.now();
+        }
+        if (!stopped) timer = setTimeout(run, Math.max(0, next - Date.now()));
       };
+      stopTimers.push(() => {
+        stopped = true;
+        clearTimeout(timer);
+      });
       // Once at start too: work that came due while the service was down is not left waiting.
       setImmediate(run);
-      timers.push(setInterval(run, ms));
+      return { wake: () => void run() };
     },
+    onCommit: (hook) => commitHooks.push(hook),
     onShutdown: (hook) => hooks.push(hook),
   };
   await definition.setup?.(app);
@@ -109,7 +137,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
       log.info('shutting down');
       for (const hook of hooks) hook();
       const httpClosed = http.close(deadline);
-      for (const timer of timers) clearInterval(timer);
+      for (const stopTimer of stopTimers) stopTimer();
       const drained = await runner.stop(deadline);
       const flushed = await relay.flush(deadline);
       relay.stop();

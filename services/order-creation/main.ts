@@ -22,14 +22,14 @@ await runService<OrderTables, OrderStore>({
   store: orderStore,
   // Its own events enter the timeline in the transaction that emits them.
   onEmitted: (trx, events) => orderStore(trx).record(events),
-  afterCommit: (events) => {
-    for (const event of events) {
-      if (event.orderId && (event.type === 'order.completed' || event.type === 'order.cancelled'))
-        watch.notify(event.orderId);
-    }
-  },
-  setup({ db, http, runner, config, every, onShutdown }) {
+  setup({ db, http, runner, config, every, onCommit, onShutdown }) {
     addRoutes(http, { db, runner, config, watch });
+    onCommit((events) => {
+      for (const event of events) {
+        if (event.orderId && (event.type === 'order.completed' || event.type === 'order.cancelled'))
+          watch.notify(event.orderId);
+      }
+    });
     onShutdown(() => watch.close());
     // The deadline is stored with the order, so it survives a restart of this service.
     every(Math.min(1000, config.sagaDeadlineMs), async () => {

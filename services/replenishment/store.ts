@@ -1,6 +1,6 @@
 /** Replenishment's tables: purchase requests to the supplier, and tombstones of cancelled orders. */
 import type { Migration } from 'kysely';
-import { type Db, nowIso, type Tx } from '../../common/db.ts';
+import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import type { SagaContext } from '../../common/events.ts';
 import { newId } from '../../common/ids.ts';
 
@@ -59,9 +59,66 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('replenishments').addColumn('settled_at', 'text').execute();
     },
   },
+  '0003_restocks_by_sku': {
+    async up(db) {
+      // Every stock.low asks whether a restock of its SKU is underway: without it, a table scan.
+      await db.schema
+        .createIndex('replenishments_restocks')
+        .on('replenishments')
+        .columns(['sku', 'trigger', 'status', 'settled_at'])
+        .execute();
+    },
+  },
 };
 
 export type Replenishment = ReplenishmentTables['replenishments'];
+
+// The statements every request runs through (prepared once: see `prepare`).
+const insertRequest = prepare((db: Db<ReplenishmentTables>, p: Params<Replenishment>) =>
+  db
+    .insertInto('replenishments')
+    .values(
+      p.row(
+        'id',
+        'sku',
+        'quantity',
+        'order_id',
+        'trigger',
+        'status',
+        'detail',
+        'context',
+        'created_at',
+        'due_at',
+        'settled_at',
+      ),
+    ),
+);
+const restockSince = prepare((db: Db<ReplenishmentTables>, p: Params<{ sku: string; since: string }>) =>
+  db
+    .selectFrom('replenishments')
+    .select('id')
+    .where('sku', '=', p('sku'))
+    .where('trigger', '=', 'stock.low')
+    .where((eb) =>
+      eb.or([
+        eb('status', '=', 'PENDING'),
+        eb.and([eb('status', '=', 'COMPLETED'), eb('settled_at', '>=', p('since'))]),
+      ]),
+    )
+    .limit(1),
+);
+type Settlement = Pick<Replenishment, 'id' | 'status' | 'detail' | 'settled_at'>;
+const settlePending = prepare((db: Db<ReplenishmentTables>, p: Params<Settlement>) =>
+  db
+    .updateTable('replenishments')
+    .set({ status: p('status'), detail: p('detail'), settled_at: p('settled_at') })
+    .where('id', '=', p('id'))
+    .where('status', '=', 'PENDING')
+    .returningAll(),
+);
+const cancelledOrder = prepare((db: Db<ReplenishmentTables>, p: Params<{ orderId: string }>) =>
+  db.selectFrom('cancelled_orders').select('order_id').where('order_id', '=', p('orderId')),
+);
 
 export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
   return {
@@ -74,22 +131,19 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
       delayMs: number;
     }): Promise<void> {
       const now = Date.now();
-      await trx
-        .insertInto('replenishments')
-        .values({
-          id: newId(),
-          sku: r.sku,
-          quantity: r.quantity,
-          order_id: r.orderId ?? null,
-          trigger: r.trigger,
-          status: 'PENDING',
-          detail: null,
-          context: JSON.stringify(r.context),
-          created_at: new Date(now).toISOString(),
-          due_at: new Date(now + r.delayMs).toISOString(),
-          settled_at: null,
-        })
-        .execute();
+      await insertRequest(trx, {
+        id: newId(),
+        sku: r.sku,
+        quantity: r.quantity,
+        order_id: r.orderId ?? null,
+        trigger: r.trigger,
+        status: 'PENDING',
+        detail: null,
+        context: JSON.stringify(r.context),
+        created_at: new Date(now).toISOString(),
+        due_at: new Date(now + r.delayMs).toISOString(),
+        settled_at: null,
+      });
     },
 
     /**
@@ -97,19 +151,7 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
      * the delivery reached inventory): ordering again would overshoot.
      */
     async restockUnderway(sku: string, since: string): Promise<boolean> {
-      const row = await trx
-        .selectFrom('replenishments')
-        .select('id')
-        .where('sku', '=', sku)
-        .where('trigger', '=', 'stock.low')
-        .where((eb) =>
-          eb.or([
-            eb('status', '=', 'PENDING'),
-            eb.and([eb('status', '=', 'COMPLETED'), eb('settled_at', '>=', since)]),
-          ]),
-        )
-        .executeTakeFirst();
-      return row !== undefined;
+      return (await restockSince(trx, { sku, since })).rows.length > 0;
     },
 
     /** Moves a PENDING request on; false if something else (a cancellation) got there first. */
@@ -118,14 +160,8 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
       status: Exclude<ReplenishmentStatus, 'PENDING'>,
       detail?: string,
     ): Promise<Replenishment | undefined> {
-      const updated = await trx
-        .updateTable('replenishments')
-        .set({ status, detail: detail ?? null, settled_at: nowIso() })
-        .where('id', '=', id)
-        .where('status', '=', 'PENDING')
-        .executeTakeFirst();
-      if (Number(updated.numUpdatedRows) === 0) return undefined;
-      return trx.selectFrom('replenishments').selectAll().where('id', '=', id).executeTakeFirst();
+      const settlement = { id, status, detail: detail ?? null, settled_at: nowIso() };
+      return (await settlePending(trx, settlement)).rows[0];
     },
 
     /** Cancels the order's pending requests and leaves a tombstone against late backorders. */
@@ -145,28 +181,33 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
     },
 
     async isCancelled(orderId: string): Promise<boolean> {
-      const row = await trx
-        .selectFrom('cancelled_orders')
-        .select('order_id')
-        .where('order_id', '=', orderId)
-        .executeTakeFirst();
-      return row !== undefined;
+      return (await cancelledOrder(trx, { orderId })).rows.length > 0;
     },
   };
 }
 
 export type ReplenishmentStore = ReturnType<typeof replenishmentStore>;
 
-/** Requests whose supplier delay has passed. */
-export async function dueRequests(db: Db<ReplenishmentTables>, limit = 100): Promise<Replenishment[]> {
-  return db
+const pendingByDueTime = prepare((db: Db<ReplenishmentTables>, p: Params<{ dueBy: string; limit: number }>) =>
+  db
     .selectFrom('replenishments')
     .selectAll()
     .where('status', '=', 'PENDING')
-    .where('due_at', '<=', nowIso())
+    .where('due_at', '<=', p('dueBy'))
     .orderBy('due_at')
-    .limit(limit)
-    .execute();
+    .limit(p('limit')),
+);
+
+/** Requests whose supplier delay has passed. */
+export async function dueRequests(db: Db<ReplenishmentTables>, limit = 100): Promise<Replenishment[]> {
+  return (await pendingByDueTime(db, { dueBy: nowIso(), limit })).rows;
+}
+
+/** When the earliest pending request falls due (epoch ms), if any is pending. */
+export async function nextDue(db: Db<ReplenishmentTables>): Promise<number | undefined> {
+  // Due by any time: ISO-8601 timestamps all sort before '9999'.
+  const [next] = (await pendingByDueTime(db, { dueBy: '9999', limit: 1 })).rows;
+  return next && Date.parse(next.due_at);
 }
 
 export async function listReplenishments(

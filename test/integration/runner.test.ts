@@ -280,6 +280,68 @@ describe('the runner', () => {
   });
 });
 
+describe('timers and commit hooks of a service', () => {
+  it('run a task again when it says its next work is due, and at once when woken', async () => {
+    if (!service) throw new Error('no service');
+    const runs: number[] = [];
+    let dueIn: number | undefined = 20;
+    let release = () => {};
+    const timer = service.app.every(60_000, async () => {
+      runs.push(Date.now());
+      if (runs.length === 3) await new Promise<void>((r) => (release = r));
+      return dueIn === undefined ? undefined : Date.now() + dueIn;
+    });
+
+    // Its own due times bring it back long before the 60 s period: runs 1, 2 and 3 (which waits).
+    expect(
+      await eventually(
+        () => runs.length,
+        (n) => n === 3,
+        5_000,
+      ),
+    ).toBe(3);
+    dueIn = undefined;
+    timer.wake(); // while run 3 is under way: one more run right after it, not beside it
+    timer.wake();
+    release();
+    expect(
+      await eventually(
+        () => runs.length,
+        (n) => n === 4,
+        5_000,
+      ),
+    ).toBe(4);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(runs).toHaveLength(4); // nothing due and not woken: it waits for its period
+
+    timer.wake();
+    expect(
+      await eventually(
+        () => runs.length,
+        (n) => n === 5,
+        5_000,
+      ),
+    ).toBe(5);
+  });
+
+  it('hear of every commit, even one that emitted nothing', async () => {
+    if (!service) throw new Error('no service');
+    const heard: string[][] = [];
+    service.app.onCommit((events) => heard.push(events.map((e) => e.type)));
+    const { runner } = service.app;
+
+    await runner.transact(async () => ({ value: undefined, emit: [] }));
+    await runner.transact(async () => ({
+      value: undefined,
+      emit: [emit('order.completed', { orderId: randomUUID() })],
+    }));
+
+    expect(heard).toEqual([[], ['order.completed']]);
+    // Heard here, not in the next test.
+    expect(await eventually(() => captured.length, (n) => n === 1, 5_000)).toBe(1);
+  });
+});
+
 describe('retention', () => {
   it('forgets handled message ids and published outbox rows older than the window, and only those', async () => {
     const db = service?.app.db;
