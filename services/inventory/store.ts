@@ -167,6 +167,45 @@ const upsertReservation = prepare((db: Db<InventoryTables>, p: Params<InventoryT
 const reservationsOf = prepare((db: Db<InventoryTables>, p: Params<{ orderId: string }>) =>
   db.selectFrom('reservations').selectAll().where('order_id', '=', p('orderId')).orderBy('sku'),
 );
+const insertBackorder = prepare(
+  (db: Db<InventoryTables>, p: Params<Omit<InventoryTables['backorders'], 'seq'>>) =>
+    db.insertInto('backorders').values(p.row('order_id', 'sku', 'missing', 'held')),
+);
+const addOnHand = prepare((db: Db<InventoryTables>, p: Params<{ sku: string; quantity: number }>) =>
+  db
+    .updateTable('stock')
+    .set({ on_hand: sql`on_hand + ${p('quantity')}`, replenished: sql`replenished + ${p('quantity')}` })
+    .where('sku', '=', p('sku')),
+);
+/** A held backorder waits for its own order's replenishment (`own`); nothing else fills it. */
+const waitingBackorders = prepare((db: Db<InventoryTables>, p: Params<{ sku: string; own: string | null }>) =>
+  db
+    .selectFrom('backorders')
+    .select(['seq', 'order_id as orderId', 'missing'])
+    .where('sku', '=', p('sku'))
+    .where((eb) => eb.or([eb('held', '=', 0), eb('order_id', '=', p('own'))]))
+    .orderBy('seq'),
+);
+const addToReservation = prepare(
+  (db: Db<InventoryTables>, p: Params<{ orderId: string; sku: string; quantity: number }>) =>
+    db
+      .updateTable('reservations')
+      .set({ quantity: sql`quantity + ${p('quantity')}` })
+      .where('order_id', '=', p('orderId'))
+      .where('sku', '=', p('sku')),
+);
+const shrinkBackorder = prepare((db: Db<InventoryTables>, p: Params<{ seq: number; quantity: number }>) =>
+  db
+    .updateTable('backorders')
+    .set({ missing: sql`missing - ${p('quantity')}` })
+    .where('seq', '=', p('seq')),
+);
+const dropFilledBackorders = prepare((db: Db<InventoryTables>, p: Params<{ sku: string }>) =>
+  db.deleteFrom('backorders').where('sku', '=', p('sku')).where('missing', '<=', 0),
+);
+const firstBackorderOf = prepare((db: Db<InventoryTables>, p: Params<{ orderId: string }>) =>
+  db.selectFrom('backorders').select('seq').where('order_id', '=', p('orderId')).limit(1),
+);
 const deductStock = prepare((db: Db<InventoryTables>, p: Params<{ sku: string; quantity: number }>) =>
   db
     .updateTable('stock')
@@ -215,10 +254,7 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
     },
 
     async addBackorder(orderId: string, sku: string, missing: number, held = false): Promise<void> {
-      await trx
-        .insertInto('backorders')
-        .values({ order_id: orderId, sku, missing, held: held ? 1 : 0 })
-        .execute();
+      await insertBackorder(trx, { order_id: orderId, sku, missing, held: held ? 1 : 0 });
     },
 
     async reservations(orderId: string) {
@@ -250,12 +286,8 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
     },
 
     async addStock(sku: string, quantity: number): Promise<boolean> {
-      const result = await trx
-        .updateTable('stock')
-        .set({ on_hand: sql`on_hand + ${quantity}`, replenished: sql`replenished + ${quantity}` })
-        .where('sku', '=', sku)
-        .executeTakeFirst();
-      return Number(result.numUpdatedRows) > 0;
+      const { numAffectedRows } = await addOnHand(trx, { sku, quantity });
+      return Number(numAffectedRows) > 0;
     },
 
     /**
@@ -265,46 +297,18 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
     async fillBackorders(skus: readonly string[], ownReplenishmentOf?: string): Promise<NowReserved[]> {
       const touched = new Set<string>();
       for (const [sku, level] of await store.stock(skus)) {
-        const waiting = await trx
-          .selectFrom('backorders')
-          .select(['seq', 'order_id as orderId', 'missing'])
-          .where('sku', '=', sku)
-          // A held backorder waits for its own order's replenishment; nothing else fills it.
-          .where((eb) =>
-            ownReplenishmentOf
-              ? eb.or([eb('held', '=', 0), eb('order_id', '=', ownReplenishmentOf)])
-              : eb('held', '=', 0),
-          )
-          .orderBy('seq')
-          .execute();
+        const { rows: waiting } = await waitingBackorders(trx, { sku, own: ownReplenishmentOf ?? null });
         for (const { seq, orderId, take } of allocate(waiting, level.onHand - level.reserved)) {
-          await trx
-            .updateTable('stock')
-            .set({ reserved: sql`reserved + ${take}` })
-            .where('sku', '=', sku)
-            .execute();
-          await trx
-            .updateTable('reservations')
-            .set({ quantity: sql`quantity + ${take}` })
-            .where('order_id', '=', orderId)
-            .where('sku', '=', sku)
-            .execute();
-          await trx
-            .updateTable('backorders')
-            .set({ missing: sql`missing - ${take}` })
-            .where('seq', '=', seq)
-            .execute();
+          await addReserved(trx, { sku, quantity: take });
+          await addToReservation(trx, { orderId, sku, quantity: take });
+          await shrinkBackorder(trx, { seq, quantity: take });
           touched.add(orderId);
         }
-        await trx.deleteFrom('backorders').where('sku', '=', sku).where('missing', '<=', 0).execute();
+        await dropFilledBackorders(trx, { sku });
       }
       const ready: NowReserved[] = [];
       for (const orderId of touched) {
-        const left = await trx
-          .selectFrom('backorders')
-          .select('seq')
-          .where('order_id', '=', orderId)
-          .executeTakeFirst();
+        const [left] = (await firstBackorderOf(trx, { orderId })).rows;
         const order = await store.order(orderId);
         if (left || order?.status !== 'BACKORDERED') continue;
         await store.setOrder(orderId, 'RESERVED');
