@@ -3,11 +3,13 @@
  *
  * 1. Raw ceiling: what this broker does on this machine with one amqplib publisher/consumer pair
  *    on a durable queue of the services' type (persistent ~400-byte messages, confirms, manual ack).
- * 2. The four services as real processes (System), warmed up, then N orders from C concurrent
- *    clients: POST /orders, then GET /orders/{id}?wait= until terminal; latency POST → COMPLETED.
- *    A share of the orders buys more GIZMO-3 than is in stock and takes the replenishment path.
- * 3. Broker deliveries per saga (management API counters before/after), CPU per process over the
- *    measured phase, a `top` snapshot in the middle of it, peak RSS of each service.
+ * 2. The four services as real processes (System), warmed up, then at once N orders from C
+ *    concurrent clients (their starts spread over a ramp): POST /orders, then
+ *    GET /orders/{id}?wait= until terminal; latency POST → COMPLETED. A share of the orders buys
+ *    more GIZMO-3 than is in stock and takes the replenishment path.
+ * 3. Broker deliveries per saga (management API counters before the warm-up and after the
+ *    phase), CPU per process over the measured phase, a `top` snapshot in the middle of it, peak
+ *    RSS of each service.
  *
  * Prints a table and writes everything to .tmp/bench-results.json. Flags: see `usage` below.
  */
@@ -71,7 +73,10 @@ const TARGET = { sagasPerSecond: 300, p99Ms: 250, clients: 50 };
 const usage = `npm run bench -- [flags]
   --orders N              orders in the measured phase (3000)
   --clients C             concurrent clients (50)
-  --warmup N              warm-up orders, not measured (100)
+  --warmup N              warm-up orders, not measured (1000: with 100, V8 had not yet optimised the
+                          services' hot paths and the first seconds of the phase ran ~1.6x slower)
+  --ramp-ms MS            clients start evenly spread over MS, as on a live system, rather than all
+                          C orders in the same millisecond after an idle pause (200)
   --replenish-share S     share of orders that take the replenishment path: 0.1, 10 or 10% (10%)
   --replenish-quantity Q  GIZMO-3 quantity of those orders (1000, the schema's maximum). It must exceed
                           the available stock; surplus from stock.low restocks can reach tens of units
@@ -90,7 +95,8 @@ const { values: flags } = parseArgs({
   options: {
     orders: { type: 'string', default: '3000' },
     clients: { type: 'string', default: '50' },
-    warmup: { type: 'string', default: '100' },
+    warmup: { type: 'string', default: '1000' },
+    'ramp-ms': { type: 'string', default: '200' },
     'replenish-share': { type: 'string', default: '10%' },
     'replenish-quantity': { type: 'string', default: '1000' },
     'supplier-delay-ms': { type: 'string', default: '50' },
@@ -137,6 +143,7 @@ const config = {
   orders: positiveInt('orders', flags.orders),
   clients: Math.max(1, positiveInt('clients', flags.clients)),
   warmup: positiveInt('warmup', flags.warmup),
+  rampMs: positiveInt('ramp-ms', flags['ramp-ms']),
   replenishShare: share(flags['replenish-share']),
   replenishQuantity: positiveInt('replenish-quantity', flags['replenish-quantity']),
   supplierDelayMs: positiveInt('supplier-delay-ms', flags['supplier-delay-ms']),
@@ -216,6 +223,8 @@ interface Sample {
    * terminal status being read. Same machine, same clock.
    */
   gaps?: [string, number][];
+  /** When the order was placed, ms after the phase started. */
+  startedMs?: number;
 }
 
 interface OrderView {
@@ -312,16 +321,21 @@ async function drive(
   let next = 0;
   const started = performance.now();
   const stopAt = started + config.maxSeconds * 1000;
-  const client = async () => {
+  const clients = Math.min(config.clients, Math.max(count, 1));
+  const client = async (k: number) => {
+    await new Promise((r) => setTimeout(r, (k * config.rampMs) / clients));
     while (next < count && performance.now() < stopAt) {
       const i = next++;
-      samples.push(
-        await placeAndWait(system, isReplenishment(i, config.replenishShare) ? 'replenishment' : 'plain'),
+      const startedMs = performance.now() - started;
+      const sample = await placeAndWait(
+        system,
+        isReplenishment(i, config.replenishShare) ? 'replenishment' : 'plain',
       );
+      samples.push({ ...sample, startedMs });
       onProgress?.(samples.length);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(config.clients, Math.max(count, 1)) }, client));
+  await Promise.all(Array.from({ length: clients }, (_, k) => client(k)));
   return { samples, wallSeconds: (performance.now() - started) / 1000, notAttempted: count - next };
 }
 
@@ -525,11 +539,8 @@ async function main(): Promise<void> {
       pids.set(brokerPids.length > 1 ? `rabbitmq beam.smp ${pid}` : 'rabbitmq beam.smp', pid);
     pids.set('bench (this process)', process.pid);
 
-    log(`warm-up: ${config.warmup} orders …`);
-    const warm = await drive(system, config.warmup);
-    const warmFailed = warm.samples.filter((s) => s.status !== 'COMPLETED').length;
-    if (warmFailed > 0) log(`warm-up: ${warmFailed} of ${config.warmup} orders did not complete`);
-
+    // Counted from before the warm-up: the measured phase follows it at once, so that the services
+    // do not cool down again in an idle pause.
     let managementError: string | undefined;
     let before: (QueueCounters & { settled: boolean }) | undefined;
     try {
@@ -539,6 +550,11 @@ async function main(): Promise<void> {
       managementError = (error as Error).message;
       log(`management API not reachable (${managementError}): deliveries will be estimated`);
     }
+
+    log(`warm-up: ${config.warmup} orders …`);
+    const warm = await drive(system, config.warmup);
+    const warmFailed = warm.samples.filter((s) => s.status !== 'COMPLETED').length;
+    if (warmFailed > 0) log(`warm-up: ${warmFailed} of ${config.warmup} orders did not complete`);
 
     // The measured phase.
     log(
@@ -600,6 +616,16 @@ async function main(): Promise<void> {
       post: latency(samples.flatMap((s) => (s.postMs === undefined ? [] : [s.postMs]))),
     };
     const notCompleted = samples.length - completed.length + phase.notAttempted;
+    // Latency by second of the phase (orders placed in it): shows warm-up left over, and stalls.
+    const bySecond: number[][] = [];
+    for (const s of completed) {
+      const second = Math.floor((s.startedMs ?? 0) / 1000);
+      bySecond[second] = [...(bySecond[second] ?? []), s.latencyMs ?? 0];
+    }
+    const overTime = [...bySecond.entries()].map(([second, values]) => ({
+      second,
+      ...latency(values ?? []),
+    }));
     // Per path, the steps in the order they happen (the most common sequence first seen).
     const breakdown: Record<Path, { step: string; n: number; p50?: number; p95?: number; mean?: number }[]> =
       {
@@ -640,7 +666,10 @@ async function main(): Promise<void> {
           }
         : undefined;
     const deliveries = measured?.deliverGet ?? estimate;
-    const deliveriesPerSecond = deliveries / phase.wallSeconds;
+    // The broker's counters span the warm-up and the measured phase; the estimate, the phase.
+    const countedSagas = measured ? warm.samples.length + samples.length : samples.length;
+    const perSaga = countedSagas > 0 ? deliveries / countedSagas : undefined;
+    const deliveriesPerSecond = (perSaga ?? 0) * sagasPerSecond;
     const broker = {
       source: measured
         ? 'management API (sum of message_stats over the test queues)'
@@ -652,7 +681,8 @@ async function main(): Promise<void> {
       redeliveries: measured?.redeliver,
       countersSettled: measured?.settled,
       queues: measured?.queues,
-      perSaga: samples.length > 0 ? round(deliveries / samples.length, 2) : undefined,
+      countedSagas,
+      perSaga: perSaga === undefined ? undefined : round(perSaga, 2),
       timelineEstimate: estimate,
       timelineEstimatePerSaga: samples.length > 0 ? round(estimate / samples.length, 2) : undefined,
       deliveriesPerSecond: round(deliveriesPerSecond),
@@ -699,6 +729,7 @@ async function main(): Promise<void> {
         wallSeconds: round(phase.wallSeconds, 2),
         sagasPerSecond: round(sagasPerSecond),
         latencyMs: lat,
+        latencyBySecond: overTime,
         /** Median/p95 ms between consecutive steps of completed orders (timeline `at` = emitting commit). */
         breakdown,
         errors,
@@ -723,7 +754,7 @@ async function main(): Promise<void> {
     const print = (s = '') => process.stdout.write(`${s}\n`);
     print();
     print(
-      `Saga benchmark: ${config.orders} orders, ${config.clients} clients, ${round(config.replenishShare * 100)} % replenishment (GIZMO-3 × ${config.replenishQuantity}), QUEUE_TYPE=${config.queueType}, SUPPLIER_DELAY_MS=${config.supplierDelayMs}, ${results.machine.cores} cores`,
+      `Saga benchmark: ${config.orders} orders, ${config.clients} clients (started over ${config.rampMs} ms, after ${config.warmup} warm-up orders), ${round(config.replenishShare * 100)} % replenishment (GIZMO-3 × ${config.replenishQuantity}), QUEUE_TYPE=${config.queueType}, SUPPLIER_DELAY_MS=${config.supplierDelayMs}, ${results.machine.cores} cores`,
     );
     print(
       `Code: ${code.commit ?? 'unknown commit'}${code.uncommitted.length > 0 ? ` + uncommitted changes in ${code.uncommitted.join(', ')}` : ''}`,
@@ -768,6 +799,8 @@ async function main(): Promise<void> {
         ['path', 'n', 'p50', 'p95', 'p99', 'max', 'mean'],
       ),
     );
+    print(`  mean by second of the phase: ${overTime.map((t) => t.mean ?? '-').join(' ')}`);
+    print(`  p99 by second of the phase:  ${overTime.map((t) => t.p99 ?? '-').join(' ')}`);
     print();
     print('Where the time goes: ms between consecutive steps (event time = commit that emitted it)');
     for (const path of ['plain', 'replenishment'] as const) {
@@ -780,7 +813,7 @@ async function main(): Promise<void> {
       );
     }
     print();
-    print(`Broker deliveries (${broker.source})`);
+    print(`Broker deliveries (${broker.source}, over ${broker.countedSagas} sagas)`);
     print(
       table([
         ['deliveries (deliver_get) / acks', `${broker.deliveries} / ${broker.acks ?? '-'}`],
