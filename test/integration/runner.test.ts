@@ -338,7 +338,13 @@ describe('timers and commit hooks of a service', () => {
 
     expect(heard).toEqual([[], ['order.completed']]);
     // Heard here, not in the next test.
-    expect(await eventually(() => captured.length, (n) => n === 1, 5_000)).toBe(1);
+    expect(
+      await eventually(
+        () => captured.length,
+        (n) => n === 1,
+        5_000,
+      ),
+    ).toBe(1);
   });
 });
 
