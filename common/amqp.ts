@@ -293,38 +293,53 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
    * unless its options say otherwise).
    */
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+    const results = await Promise.allSettled(await this.send(messages));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /**
+   * Writes each message to the channel (waiting out backpressure) and resolves once they are all
+   * written, with one promise per message that settles on the broker's answer, as in `publish`.
+   * Lets a caller write more before the broker has confirmed these.
+   */
+  async send(messages: readonly OutgoingMessage[]): Promise<Promise<void>[]> {
     const channel = this.publisher;
     if (!channel || !this.ready) throw new Error('broker not connected');
     const confirms: Promise<void>[] = [];
-    for (const message of messages) {
-      const options = { mandatory: true, ...message.options };
-      let written = true;
-      confirms.push(
-        new Promise((resolve, reject) => {
-          written = channel.publish(
-            message.exchange,
-            message.routingKey,
-            message.content,
-            options,
-            (error) => {
-              const id = options.messageId;
-              if (error) reject(new Error(`broker nacked ${message.routingKey} ${id ?? ''}`));
-              else if (id && this.returned.delete(id))
-                reject(
-                  new UnroutableError(
-                    `no queue is bound to ${message.exchange}/${message.routingKey} (${id})`,
-                  ),
-                );
-              else resolve();
-            },
-          );
-        }),
-      );
-      if (!written) await once(channel, 'drain');
+    try {
+      for (const message of messages) {
+        const options = { mandatory: true, ...message.options };
+        let written = true;
+        confirms.push(
+          new Promise((resolve, reject) => {
+            written = channel.publish(
+              message.exchange,
+              message.routingKey,
+              message.content,
+              options,
+              (error) => {
+                const id = options.messageId;
+                if (error) reject(new Error(`broker nacked ${message.routingKey} ${id ?? ''}`));
+                else if (id && this.returned.delete(id))
+                  reject(
+                    new UnroutableError(
+                      `no queue is bound to ${message.exchange}/${message.routingKey} (${id})`,
+                    ),
+                  );
+                else resolve();
+              },
+            );
+          }),
+        );
+        if (!written) await once(channel, 'drain');
+      }
+    } catch (error) {
+      // What was written still gets an answer (a rejection, as the channel closes): handled here.
+      void Promise.allSettled(confirms);
+      throw error;
     }
-    const results = await Promise.allSettled(confirms);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    return confirms;
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,9 @@
  * The transactional outbox. Handlers' events are written in the same transaction as the state
  * change that caused them; the relay publishes committed rows with publisher confirms and marks
  * them published. It wakes at once after a commit, sweeps on start and after every reconnect,
- * and retries with a delay while the broker is away, so nothing committed is ever lost.
+ * and retries with a delay while the broker is away, so nothing committed is ever lost. It does
+ * not wait for the broker to confirm one batch before it publishes the next: a commit's events
+ * go out at once, not a confirm round trip later.
  */
 import type { Kysely, Transaction } from 'kysely';
 import type { Broker, OutgoingMessage } from './amqp.ts';
@@ -90,11 +92,12 @@ const insertOutbox = prepare((db: Kysely<RunnerTables>, p: Params<NewOutboxRow>)
     .values({ ...p.row('id', 'routing_key', 'body', 'headers', 'created_at'), published_at: null }),
 );
 
-const unpublished = prepare((db: Kysely<RunnerTables>, p: Params<{ limit: number }>) =>
+const unpublished = prepare((db: Kysely<RunnerTables>, p: Params<{ after: number; limit: number }>) =>
   db
     .selectFrom('outbox')
     .select(['seq', 'id', 'routing_key', 'body', 'headers', 'created_at'])
     .where('published_at', 'is', null)
+    .where('seq', '>', p('after'))
     .orderBy('seq')
     .limit(p('limit')),
 );
@@ -111,10 +114,17 @@ const markPublished = prepare(
 );
 
 const BATCH = 256;
+/** Batches published and not yet confirmed, at most. */
+const IN_FLIGHT = 8;
 
 export class OutboxRelay {
   private running?: Promise<void>;
   private again = false;
+  /** Rows up to this seq have been handed to the broker; a failed batch sets it back, to send again. */
+  private sentUpTo = 0;
+  /** Bumped by every setback: a batch read before one is not sent, it may skip the rows set back. */
+  private setbacks = 0;
+  private readonly confirming = new Set<Promise<void>>();
   private retryTimer?: NodeJS.Timeout;
   private sweepTimer?: NodeJS.Timeout;
   private stopped = false;
@@ -150,23 +160,63 @@ export class OutboxRelay {
     });
   }
 
-  /** Publishes until nothing committed is left unpublished; false if the broker failed first. */
+  /**
+   * Publishes what is committed and not yet sent, a batch at a time, without waiting for the
+   * confirms of earlier batches (up to IN_FLIGHT of them). Rows are marked published once
+   * confirmed; what the broker refused, or what a failure left unsent, goes again a second later.
+   */
   private async drain(): Promise<void> {
+    let from = this.sentUpTo + 1;
     try {
       for (;;) {
         if (!this.broker.ready) return; // the 'ready' event wakes us
-        const { rows } = await unpublished(this.db, { limit: BATCH });
-        if (rows.length === 0) return;
-        await this.broker.publish(rows.map((row) => this.toMessage(row)));
-        await markPublished(this.db, { from: rows[0]?.seq ?? 0, to: rows.at(-1)?.seq ?? 0, at: nowIso() });
+        while (this.confirming.size >= IN_FLIGHT) await Promise.race(this.confirming);
+        const setbacks = this.setbacks;
+        const { rows } = await unpublished(this.db, { after: this.sentUpTo, limit: BATCH });
+        if (setbacks !== this.setbacks) continue;
+        const first = rows[0]?.seq;
+        const last = rows.at(-1)?.seq;
+        if (first === undefined || last === undefined) return;
+        from = first;
+        this.sentUpTo = last;
+        const confirms = await this.broker.send(rows.map((row) => this.toMessage(row)));
+        const settled: Promise<void> = Promise.allSettled(confirms)
+          .then((answers) => this.confirmed(rows, answers))
+          .catch((error) => this.setBack(first, error))
+          .finally(() => this.confirming.delete(settled));
+        this.confirming.add(settled);
         if (rows.length < BATCH) return;
       }
     } catch (error) {
-      this.log.warn({ err: (error as Error).message }, 'outbox relay failed, retrying in 1 s');
-      clearTimeout(this.retryTimer);
-      this.retryTimer = setTimeout(() => this.wake(), 1000);
-      this.retryTimer.unref();
+      this.setBack(from, error);
     }
+  }
+
+  /**
+   * Marks what the broker confirmed. A refused row (nacked, or unroutable) is sent again later,
+   * with what follows it and is not yet confirmed; rows confirmed after it do not wait for it.
+   */
+  private async confirmed(rows: { seq: number }[], answers: PromiseSettledResult<void>[]): Promise<void> {
+    const refused = answers.findIndex((a) => a.status === 'rejected');
+    const at = nowIso();
+    if (refused === -1) {
+      await markPublished(this.db, { from: rows[0]?.seq ?? 0, to: rows.at(-1)?.seq ?? 0, at });
+      return;
+    }
+    for (const [i, { seq }] of rows.entries()) {
+      if (answers[i]?.status === 'fulfilled') await markPublished(this.db, { from: seq, to: seq, at });
+    }
+    this.setBack(rows[refused]?.seq ?? 0, (answers[refused] as PromiseRejectedResult).reason);
+  }
+
+  /** Rows from `from` on are to be sent again (some may have been confirmed: consumers dedupe). */
+  private setBack(from: number, error: unknown): void {
+    this.sentUpTo = Math.min(this.sentUpTo, from - 1);
+    this.setbacks++;
+    this.log.warn({ err: (error as Error).message }, 'outbox relay failed, retrying in 1 s');
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.wake(), 1000);
+    this.retryTimer.unref();
   }
 
   private toMessage(row: {
@@ -209,6 +259,7 @@ export class OutboxRelay {
   async flush(deadline: number): Promise<boolean> {
     while (Date.now() < deadline) {
       await this.running;
+      await Promise.all(this.confirming);
       if ((await this.pending()) === 0) return true;
       this.wake();
       await new Promise((r) => setTimeout(r, 50));

@@ -11,7 +11,7 @@ import type { Migration } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { queueNames, UnroutableError } from '../../common/amqp.ts';
 import { openDatabase, type Tx } from '../../common/db.ts';
-import { emit, type SagaEvent } from '../../common/events.ts';
+import { type Emit, emit, type SagaEvent } from '../../common/events.ts';
 import { writeOutbox } from '../../common/outbox.ts';
 import { DEAD_HEADER } from '../../common/runner.ts';
 import { startService } from '../../common/service.ts';
@@ -429,5 +429,51 @@ describe('the outbox relay', () => {
     } finally {
       await channel.bindQueue(listener, exchange, 'order.completed');
     }
+  });
+
+  it('keeps publishing later events while an earlier one is refused, and sends that one once it can go', async () => {
+    if (!service) throw new Error('no service');
+    const { app, relay } = service;
+    const write = (e: Emit) =>
+      app.db.transaction().execute(async (trx) => (await writeOutbox(trx as never, [e], {}))[0]);
+    const published = async (id?: string) =>
+      (await outboxRows()).find((r) => r.id === id)?.published_at ?? null;
+    const orderId = randomUUID();
+
+    // No queue takes shipment.failed on this exchange yet: the broker returns it, again and again.
+    const refused = await write(
+      emit('shipment.failed', { orderId, reason: 'SHIPMENT_FAILED', detail: 'test' }),
+    );
+    relay.wake();
+    await new Promise((r) => setTimeout(r, 300));
+    const later = await write(emit('order.completed', { orderId }));
+    relay.wake();
+
+    expect(
+      await eventually(
+        () => published(later?.id),
+        (at) => at !== null,
+        5_000,
+      ),
+    ).not.toBeNull();
+    expect(captured.map((m) => m.properties.messageId)).toContain(later?.id);
+    expect(await published(refused?.id)).toBeNull();
+
+    const { queue } = await channel.assertQueue('', { exclusive: true });
+    await channel.bindQueue(queue, exchange, 'shipment.failed');
+    expect(
+      await eventually(
+        () => published(refused?.id),
+        (at) => at !== null,
+        5_000,
+      ),
+    ).not.toBeNull();
+    const arrived = await eventually(
+      () => channel.get(queue, { noAck: true }),
+      (m) => m !== false,
+      5_000,
+    );
+    expect(arrived ? arrived.properties.messageId : undefined).toBe(refused?.id);
+    await channel.deleteQueue(queue);
   });
 });
