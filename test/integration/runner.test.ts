@@ -291,37 +291,25 @@ describe('timers and commit hooks of a service', () => {
       if (runs.length === 3) await new Promise<void>((r) => (release = r));
       return dueIn === undefined ? undefined : Date.now() + dueIn;
     });
+    const runsReach = (n: number) =>
+      eventually(
+        () => runs.length,
+        (k) => k === n,
+        5_000,
+      );
 
     // Its own due times bring it back long before the 60 s period: runs 1, 2 and 3 (which waits).
-    expect(
-      await eventually(
-        () => runs.length,
-        (n) => n === 3,
-        5_000,
-      ),
-    ).toBe(3);
+    expect(await runsReach(3)).toBe(3);
     dueIn = undefined;
     timer.wake(); // while run 3 is under way: one more run right after it, not beside it
     timer.wake();
     release();
-    expect(
-      await eventually(
-        () => runs.length,
-        (n) => n === 4,
-        5_000,
-      ),
-    ).toBe(4);
+    expect(await runsReach(4)).toBe(4);
     await new Promise((r) => setTimeout(r, 200));
     expect(runs).toHaveLength(4); // nothing due and not woken: it waits for its period
 
     timer.wake();
-    expect(
-      await eventually(
-        () => runs.length,
-        (n) => n === 5,
-        5_000,
-      ),
-    ).toBe(5);
+    expect(await runsReach(5)).toBe(5);
   });
 
   it('hear of every commit, even one that emitted nothing', async () => {
