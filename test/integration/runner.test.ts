@@ -426,6 +426,12 @@ describe('the outbox relay', () => {
       app.db.transaction().execute(async (trx) => (await writeOutbox(trx as never, [e], {}))[0]);
     const published = async (id?: string) =>
       (await outboxRows()).find((r) => r.id === id)?.published_at ?? null;
+    const publishedSoon = (id?: string) =>
+      eventually(
+        () => published(id),
+        (at) => at !== null,
+        5_000,
+      );
     const orderId = randomUUID();
 
     // No queue takes shipment.failed on this exchange yet: the broker returns it, again and again.
@@ -437,25 +443,13 @@ describe('the outbox relay', () => {
     const later = await write(emit('order.completed', { orderId }));
     relay.wake();
 
-    expect(
-      await eventually(
-        () => published(later?.id),
-        (at) => at !== null,
-        5_000,
-      ),
-    ).not.toBeNull();
+    expect(await publishedSoon(later?.id)).not.toBeNull();
     expect(captured.map((m) => m.properties.messageId)).toContain(later?.id);
     expect(await published(refused?.id)).toBeNull();
 
     const { queue } = await channel.assertQueue('', { exclusive: true });
     await channel.bindQueue(queue, exchange, 'shipment.failed');
-    expect(
-      await eventually(
-        () => published(refused?.id),
-        (at) => at !== null,
-        5_000,
-      ),
-    ).not.toBeNull();
+    expect(await publishedSoon(refused?.id)).not.toBeNull();
     const arrived = await eventually(
       () => channel.get(queue, { noAck: true }),
       (m) => m !== false,
