@@ -13,7 +13,7 @@ import amqp, {
   type RecoveringChannelModel,
 } from 'amqplib';
 import { type Config, redactUrl } from './config.ts';
-import type { RoutingKey } from './events.ts';
+import { ROUTING_KEYS, type RoutingKey } from './events.ts';
 import type { Logger } from './logger.ts';
 
 /** Names of everything a service declares, all derived from the exchange and the service name. */
@@ -208,6 +208,9 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
       },
     });
     for (const key of bindings) await channel.bindQueue(names.queue, names.exchange, key);
+    // Bindings outlive the code that made them: drop any an earlier version left (a no-op if none).
+    for (const key of ROUTING_KEYS.filter((k) => !bindings.includes(k)))
+      await channel.unbindQueue(names.queue, names.exchange, key);
 
     // Classic on purpose: parked messages are listed (and requeued) by operators, and a quorum
     // queue's delivery limit would one day drop them.

@@ -280,6 +280,19 @@ describe('the runner', () => {
   });
 });
 
+describe('the topology', () => {
+  it("binds the service's queue to its subscriptions only, also after a version that had more", async () => {
+    await channel.bindQueue(names.queue, exchange, 'inventory.rejected'); // as an older version might have
+    await service?.stop();
+    service = await startProbe();
+
+    const stray = { exchange, routingKey: 'inventory.rejected', content: Buffer.from('{}') };
+    await expect(
+      service.broker.publish([{ ...stray, options: { messageId: randomUUID() } }]),
+    ).rejects.toThrow(UnroutableError);
+  });
+});
+
 describe('timers and commit hooks of a service', () => {
   it('run a task again when it says its next work is due, and at once when woken', async () => {
     if (!service) throw new Error('no service');
