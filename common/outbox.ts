@@ -10,6 +10,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Broker, OutgoingMessage } from './amqp.ts';
 import { contracts } from './contracts.ts';
 import { nowIso, type Params, prepare, type RunnerTables } from './db.ts';
+import { within } from './deadline.ts';
 import {
   type Emit,
   NOTIFICATIONS,
@@ -258,8 +259,7 @@ export class OutboxRelay {
   /** At shutdown: keep publishing until nothing is pending or the deadline passes. */
   async flush(deadline: number): Promise<boolean> {
     while (Date.now() < deadline) {
-      await this.running;
-      await Promise.all(this.confirming);
+      await within(Promise.all([this.running, ...this.confirming]), deadline);
       if ((await this.pending()) === 0) return true;
       this.wake();
       await new Promise((r) => setTimeout(r, 50));

@@ -24,6 +24,7 @@ import {
   runnerTx,
   type Tx,
 } from './db.ts';
+import { within } from './deadline.ts';
 import { PermanentError } from './errors.ts';
 import {
   type Emit,
@@ -159,16 +160,9 @@ export class Runner<T, S> {
   /** Stops taking messages and waits (until the deadline) for the ones being handled. */
   async stop(deadline: number): Promise<boolean> {
     clearInterval(this.pruneTimer);
-    await this.options.broker.stopConsuming();
-    const remaining = deadline - Date.now();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), Math.max(0, remaining));
-    });
-    const drained = Promise.all(this.inFlight).then(() => true);
-    const result = await Promise.race([drained, timedOut]);
-    clearTimeout(timer);
-    return result;
+    const cancelled = await within(this.options.broker.stopConsuming(), deadline);
+    const drained = await within(Promise.all(this.inFlight), deadline);
+    return cancelled && drained;
   }
 
   /**

@@ -7,6 +7,7 @@ import type { Migration } from 'kysely';
 import { Broker, BrokerUnreachableError, queueNames } from './amqp.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';
+import { within } from './deadline.ts';
 import type { SagaEvent, ServiceName } from './events.ts';
 import { HttpServer } from './http.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -142,7 +143,8 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
       const flushed = await relay.flush(deadline);
       relay.stop();
       await httpClosed;
-      await broker.close();
+      // A broker that no longer answers gets a second to say goodbye; the exit closes the socket.
+      await within(broker.close(), Math.max(deadline, Date.now()) + 1000);
       await db.destroy();
       databaseOpen = false;
       if (!drained || !flushed) {

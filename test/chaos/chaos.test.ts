@@ -269,6 +269,26 @@ describe('under chaos, no order is lost and no effect is doubled', () => {
     });
   }, 300_000);
 
+  it('when the broker hangs and a service is stopped meanwhile', async () => {
+    await withSystem(async (system) => {
+      const posting = load(system, 300, 40);
+      await sleep(2000);
+      node.freeze();
+      let exit: Awaited<ReturnType<System['signal']>>;
+      try {
+        await sleep(500);
+        exit = await system.signal('shipment', 'SIGTERM');
+      } finally {
+        node.thaw();
+      }
+      // Bounded by SHUTDOWN_TIMEOUT_MS (8 s) and a second for the broker to say goodbye.
+      expect(exit.ms, 'shutdown time').toBeLessThan(12_000);
+      expect(exit.code, 'a timed-out drain exits 1').toBe(1);
+      await system.startService('shipment');
+      await verdict('broker hung during a SIGTERM', system, 'broker frozen ~9 s', await posting);
+    });
+  }, 300_000);
+
   it('when every event is published twice', async () => {
     await withSystem(async (system) => {
       // A duplicator on the exchange publishes every event once more, with the same message id.

@@ -3,7 +3,7 @@
  * and restart a broker without touching the shared one.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -102,6 +102,19 @@ export class BrokerNode {
     const started = Date.now();
     while ((await portOpen(this.port)) && Date.now() - started < 30_000)
       await new Promise((r) => setTimeout(r, 100));
+  }
+
+  /** Freezes the node (SIGSTOP): connections stay open, nothing is answered, as with a hung broker. */
+  freeze(): void {
+    process.kill(this.pid(), 'SIGSTOP');
+  }
+
+  thaw(): void {
+    process.kill(this.pid(), 'SIGCONT');
+  }
+
+  private pid(): number {
+    return Number(readFileSync(join(this.dir, 'pid'), 'utf8').trim());
   }
 
   async restart(): Promise<void> {
