@@ -10,7 +10,6 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Broker, OutgoingMessage } from './amqp.ts';
 import { contracts } from './contracts.ts';
 import { nowIso, type Params, prepare, type RunnerTables } from './db.ts';
-import { within } from './deadline.ts';
 import {
   type Emit,
   NOTIFICATIONS,
@@ -22,6 +21,7 @@ import {
 } from './events.ts';
 import { childTraceparent, newId } from './ids.ts';
 import type { Logger } from './logger.ts';
+import { type Repeating, repeat, within } from './timers.ts';
 
 /** Header names of the saga context (saga.md, "Event envelope"). */
 export const HEADER = {
@@ -119,16 +119,12 @@ const BATCH = 256;
 const IN_FLIGHT = 8;
 
 export class OutboxRelay {
-  private running?: Promise<void>;
-  private again = false;
+  private drainer?: Repeating;
   /** Rows up to this seq have been handed to the broker; a failed batch sets it back, to send again. */
   private sentUpTo = 0;
   /** Bumped by every setback: a batch read before one is not sent, it may skip the rows set back. */
   private setbacks = 0;
   private readonly confirming = new Set<Promise<void>>();
-  private retryTimer?: NodeJS.Timeout;
-  private sweepTimer?: NodeJS.Timeout;
-  private stopped = false;
 
   constructor(
     private readonly db: Kysely<RunnerTables>,
@@ -137,28 +133,22 @@ export class OutboxRelay {
     private readonly log: Logger,
   ) {}
 
+  /**
+   * Drains at start, when woken (after each commit, after each reconnect), and every second: the
+   * safety net that also sends again, a second later, what a failure set back.
+   */
   start(): void {
     this.broker.on('ready', () => this.wake());
-    // A safety net: a wake-up lost to a failure is picked up within a second.
-    this.sweepTimer = setInterval(() => this.wake(), 1000);
-    this.sweepTimer.unref();
-    this.wake();
+    this.drainer = repeat(
+      1000,
+      () => this.drain(),
+      (error) => this.log.error({ err: error }, 'outbox relay failed'),
+    );
   }
 
   /** Publish what is committed, now (coalesces: one run at a time, another right after if needed). */
   wake(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.drain().finally(() => {
-      this.running = undefined;
-      if (this.again) {
-        this.again = false;
-        this.wake();
-      }
-    });
+    this.drainer?.wake();
   }
 
   /**
@@ -214,10 +204,7 @@ export class OutboxRelay {
   private setBack(from: number, error: unknown): void {
     this.sentUpTo = Math.min(this.sentUpTo, from - 1);
     this.setbacks++;
-    this.log.warn({ err: (error as Error).message }, 'outbox relay failed, retrying in 1 s');
-    clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.wake(), 1000);
-    this.retryTimer.unref();
+    this.log.warn({ err: (error as Error).message }, 'outbox relay failed, retrying within 1 s');
   }
 
   private toMessage(row: {
@@ -259,7 +246,7 @@ export class OutboxRelay {
   /** At shutdown: keep publishing until nothing is pending or the deadline passes. */
   async flush(deadline: number): Promise<boolean> {
     while (Date.now() < deadline) {
-      await within(Promise.all([this.running, ...this.confirming]), deadline);
+      await within(Promise.all([this.drainer?.idle(), ...this.confirming]), deadline);
       if ((await this.pending()) === 0) return true;
       this.wake();
       await new Promise((r) => setTimeout(r, 50));
@@ -268,8 +255,6 @@ export class OutboxRelay {
   }
 
   stop(): void {
-    this.stopped = true;
-    clearTimeout(this.retryTimer);
-    clearInterval(this.sweepTimer);
+    this.drainer?.stop();
   }
 }

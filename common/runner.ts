@@ -24,7 +24,6 @@ import {
   runnerTx,
   type Tx,
 } from './db.ts';
-import { within } from './deadline.ts';
 import { PermanentError } from './errors.ts';
 import {
   type Emit,
@@ -37,6 +36,7 @@ import {
 } from './events.ts';
 import type { Logger } from './logger.ts';
 import { HEADER, type OutboxRelay, writeOutbox } from './outbox.ts';
+import { within } from './timers.ts';
 
 export interface HandlerContext {
   /** The step this order's saga was asked to fail at (`x-fail-at`), when fault injection is on. */

@@ -7,12 +7,12 @@ import type { Migration } from 'kysely';
 import { Broker, BrokerUnreachableError, queueNames } from './amqp.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';
-import { within } from './deadline.ts';
 import type { SagaEvent, ServiceName } from './events.ts';
 import { HttpServer } from './http.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { OutboxRelay } from './outbox.ts';
 import { type Handlers, Runner, retryDelays } from './runner.ts';
+import { type Repeating, repeat, within } from './timers.ts';
 
 export interface ServiceDefinition<T, S> {
   name: ServiceName;
@@ -33,12 +33,11 @@ export interface App<T, S> {
   http: HttpServer;
   runner: Runner<T, S>;
   /**
-   * Runs `task` now, then every `ms` until shutdown, never two at once; a failure is logged, not
-   * fatal. A task that resolves to a number says when its next work falls due (epoch ms): it runs
-   * again then, if that is sooner. `wake()` runs it again at once (right after the current run,
-   * if one is under way).
+   * Runs `task` now, then every `ms` until shutdown (see `repeat`: it can say when it is next
+   * due, and be woken); a failure is logged, not fatal. Also at start: work that came due while
+   * the service was down is not left waiting.
    */
-  every(ms: number, task: () => Promise<unknown>): { wake(): void };
+  every(ms: number, task: () => Promise<unknown>): Pick<Repeating, 'wake'>;
   /** Called after each commit of the service's transactions, with the events it emitted (maybe none). */
   onCommit(hook: (events: SagaEvent[]) => void): void;
   /** Called first at shutdown, before HTTP closes (e.g. to release long-polling requests). */
@@ -81,7 +80,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     checks: () => ({ broker: broker.ready, database: databaseOpen, topology: broker.ready }),
   });
 
-  const stopTimers: (() => void)[] = [];
+  const timers: Repeating[] = [];
   const hooks: (() => void)[] = [];
   const app: App<T, S> = {
     config,
@@ -90,40 +89,9 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     http,
     runner,
     every(ms, task) {
-      let timer: NodeJS.Timeout | undefined;
-      let running = false;
-      let again = false;
-      let stopped = false;
-      const run = async () => {
-        if (stopped) return;
-        if (running) {
-          again = true;
-          return;
-        }
-        running = true;
-        clearTimeout(timer);
-        let next = Date.now() + ms;
-        try {
-          const due = await task();
-          if (typeof due === 'number') next = Math.min(next, due);
-        } catch (error) {
-          log.error({ err: error }, 'periodic task failed');
-        } finally {
-          running = false;
-        }
-        if (again) {
-          again = false;
-          next = Date.now();
-        }
-        if (!stopped) timer = setTimeout(run, Math.max(0, next - Date.now()));
-      };
-      stopTimers.push(() => {
-        stopped = true;
-        clearTimeout(timer);
-      });
-      // Once at start too: work that came due while the service was down is not left waiting.
-      setImmediate(run);
-      return { wake: () => void run() };
+      const timer = repeat(ms, task, (error) => log.error({ err: error }, 'periodic task failed'));
+      timers.push(timer);
+      return timer;
     },
     onCommit: (hook) => commitHooks.push(hook),
     onShutdown: (hook) => hooks.push(hook),
@@ -138,7 +106,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
       log.info('shutting down');
       for (const hook of hooks) hook();
       const httpClosed = http.close(deadline);
-      for (const stopTimer of stopTimers) stopTimer();
+      for (const timer of timers) timer.stop();
       const drained = await runner.stop(deadline);
       const flushed = await relay.flush(deadline);
       relay.stop();
