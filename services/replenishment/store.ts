@@ -154,7 +154,7 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
       return (await restockSince(trx, { sku, since })).rows.length > 0;
     },
 
-    /** Moves a PENDING request on; false if something else (a cancellation) got there first. */
+    /** Moves a PENDING request on and returns it; undefined if something else (a cancellation) got there first. */
     async settle(
       id: string,
       status: Exclude<ReplenishmentStatus, 'PENDING'>,
