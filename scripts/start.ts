@@ -56,7 +56,7 @@ let failed = false;
 for (const service of SERVICES) {
   const child = spawn(
     process.execPath,
-    ['--disable-warning=DEP0111', '--import', 'tsx', `services/${service}/main.ts`],
+    ['--import', 'tsx', `services/${service}/main.ts`],
     { stdio: ['ignore', 'pipe', 'pipe'], env: process.env },
   );
   children.set(service, child);

@@ -91,7 +91,7 @@ export class System {
   async startService(service: ServiceName): Promise<void> {
     const child = spawn(
       process.execPath,
-      ['--disable-warning=DEP0111', '--import', 'tsx', join(ROOT, 'services', service, 'main.ts')],
+      ['--import', 'tsx', join(ROOT, 'services', service, 'main.ts')],
       { cwd: ROOT, env: { ...process.env, ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.processes.set(service, child);
