@@ -2,7 +2,7 @@
  * Preloaded into the services by `npm run bench -- --cpu-profile` (NODE_OPTIONS=--import …;
  * `--cpu-prof` itself is not allowed in NODE_OPTIONS). The first SIGUSR2 starts V8's sampling
  * profiler, the second stops it and writes `<BENCH_CPU_PROFILE_DIR>/<pid>.cpuprofile`: the bench
- * brackets exactly its measured phase. Plain JavaScript: it loads before tsx does.
+ * brackets exactly its measured phase. Plain JavaScript, so it needs no type stripping.
  */
 import { renameSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';

@@ -154,10 +154,16 @@ export interface QueueCounters {
 }
 
 export class Management {
+  private readonly base: string;
+  private readonly auth: string;
+
   constructor(
-    private readonly base = process.env.RABBITMQ_MANAGEMENT_URL ?? 'http://127.0.0.1:15672',
-    private readonly auth = `Basic ${Buffer.from(process.env.RABBITMQ_MANAGEMENT_USER ?? 'guest:guest').toString('base64')}`,
-  ) {}
+    base = process.env.RABBITMQ_MANAGEMENT_URL ?? 'http://127.0.0.1:15672',
+    auth = `Basic ${Buffer.from(process.env.RABBITMQ_MANAGEMENT_USER ?? 'guest:guest').toString('base64')}`,
+  ) {
+    this.base = base;
+    this.auth = auth;
+  }
 
   /** The counters of every queue whose name starts with `prefix`; throws if the API does not answer. */
   async counters(prefix: string): Promise<QueueCounters> {

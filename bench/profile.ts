@@ -45,7 +45,7 @@ function areaOf(frame: ProfileNode['callFrame']): string {
 }
 
 function label(frame: ProfileNode['callFrame']): string {
-  // tsx's transform keeps no line structure worth showing (everything is on line 1).
+  // Node's type stripping turns types into white space: lines and columns are the source's own.
   const where = frame.url
     ? areaOf(frame) + (frame.lineNumber > 0 ? `:${frame.lineNumber + 1}` : '')
     : '(native)';

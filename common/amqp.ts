@@ -79,12 +79,20 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
   private closing = false;
   ready = false;
 
-  constructor(
-    private readonly config: Config,
-    private readonly topology: Topology,
-    private readonly log: Logger,
-  ) {
+  private readonly config: Config;
+
+  private readonly topology: Topology;
+
+  private readonly log: Logger;
+
+  constructor(config: Config, topology: Topology, log: Logger) {
     super();
+
+    this.config = config;
+
+    this.topology = topology;
+
+    this.log = log;
   }
 
   get names(): QueueNames {

@@ -145,7 +145,11 @@ export async function openDatabase<T>(
 
 /** Stands in for a named parameter while a prepared query is compiled. */
 class Placeholder {
-  constructor(readonly name: string) {}
+  readonly name: string;
+
+  constructor(name: string) {
+    this.name = name;
+  }
 }
 
 /** `p('name')` in a prepared query: the parameter `name`, typed as its value. */

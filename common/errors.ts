@@ -5,13 +5,15 @@
 import type { FieldError } from './contracts.ts';
 
 export class AppError extends Error {
-  constructor(
-    readonly status: number,
-    readonly title: string,
-    detail?: string,
-    readonly errors?: FieldError[],
-  ) {
+  readonly status: number;
+  readonly title: string;
+  readonly errors?: FieldError[];
+
+  constructor(status: number, title: string, detail?: string, errors?: FieldError[]) {
     super(detail ?? title);
+    this.status = status;
+    this.title = title;
+    this.errors = errors;
     this.name = new.target.name;
   }
 
@@ -48,11 +50,14 @@ export class ConflictError extends AppError {
 
 /** A message that no retry can fix: bad JSON, an unknown routing key, a schema violation. */
 export class PermanentError extends Error {
+  readonly reason: 'malformed-json' | 'unknown-routing-key' | 'schema-invalid' | 'rejected';
+
   constructor(
-    readonly reason: 'malformed-json' | 'unknown-routing-key' | 'schema-invalid' | 'rejected',
+    reason: 'malformed-json' | 'unknown-routing-key' | 'schema-invalid' | 'rejected',
     message: string,
   ) {
     super(message);
+    this.reason = reason;
     this.name = 'PermanentError';
   }
 }

@@ -157,7 +157,10 @@ export class HttpServer {
   };
   private closing = false;
 
-  constructor(private readonly options: HttpServerOptions) {
+  private readonly options: HttpServerOptions;
+
+  constructor(options: HttpServerOptions) {
+    this.options = options;
     const { config, log } = options;
     this.server = restify.createServer({
       name: config.service,

@@ -126,12 +126,23 @@ export class OutboxRelay {
   private setbacks = 0;
   private readonly confirming = new Set<Promise<void>>();
 
-  constructor(
-    private readonly db: Kysely<RunnerTables>,
-    private readonly broker: Broker,
-    private readonly service: ServiceName,
-    private readonly log: Logger,
-  ) {}
+  private readonly db: Kysely<RunnerTables>;
+
+  private readonly broker: Broker;
+
+  private readonly service: ServiceName;
+
+  private readonly log: Logger;
+
+  constructor(db: Kysely<RunnerTables>, broker: Broker, service: ServiceName, log: Logger) {
+    this.db = db;
+
+    this.broker = broker;
+
+    this.service = service;
+
+    this.log = log;
+  }
 
   /**
    * Drains at start, when woken (after each commit, after each reconnect), and every second: the

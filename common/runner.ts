@@ -133,7 +133,10 @@ export class Runner<T, S> {
   private readonly delays: number[];
   private pruneTimer?: NodeJS.Timeout;
 
-  constructor(private readonly options: RunnerOptions<T, S>) {
+  private readonly options: RunnerOptions<T, S>;
+
+  constructor(options: RunnerOptions<T, S>) {
+    this.options = options;
     this.delays = retryDelays(options.config);
   }
 

@@ -42,11 +42,11 @@ export interface CheckOptions {
 
 /** A service did not answer, or answered with an error: the check could not be made. */
 export class ServiceError extends Error {
-  constructor(
-    readonly url: string,
-    problem: string,
-  ) {
+  readonly url: string;
+
+  constructor(url: string, problem: string) {
     super(`${url}: ${problem}`);
+    this.url = url;
     this.name = 'ServiceError';
   }
 }

@@ -54,11 +54,10 @@ let stopping = false;
 let failed = false;
 
 for (const service of SERVICES) {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', `services/${service}/main.ts`],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: process.env },
-  );
+  const child = spawn(process.execPath, [`services/${service}/main.ts`], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: process.env,
+  });
   children.set(service, child);
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on('line', (line) => console.log(format(service, line)));

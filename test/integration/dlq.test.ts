@@ -36,7 +36,7 @@ interface Run {
 /** Runs the tool as a child process, stdin not a terminal, against this file's exchange. */
 function dlq(args: string[], env: Record<string, string> = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'dlq.ts'), ...args], {
+    const child = spawn(process.execPath, [join(ROOT, 'scripts', 'dlq.ts'), ...args], {
       cwd: ROOT,
       env: { ...process.env, AMQP_URL, SAGA_EXCHANGE: system.exchange, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -24,12 +24,17 @@ function portOpen(port: number): Promise<boolean> {
 }
 
 export class BrokerNode {
-  private constructor(
-    readonly name: string,
-    readonly port: number,
-    private readonly distPort: number,
-    private readonly dir: string,
-  ) {}
+  readonly name: string;
+  readonly port: number;
+  private readonly distPort: number;
+  private readonly dir: string;
+
+  private constructor(name: string, port: number, distPort: number, dir: string) {
+    this.name = name;
+    this.port = port;
+    this.distPort = distPort;
+    this.dir = dir;
+  }
 
   get url(): string {
     return `amqp://guest:guest@127.0.0.1:${this.port}`;

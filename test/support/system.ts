@@ -57,13 +57,22 @@ export interface SystemOptions {
 export class System {
   readonly processes = new Map<ServiceName, ChildProcess>();
   readonly logs: string[];
+  readonly exchange: string;
+  readonly dataDir: string;
+  readonly ports: Record<ServiceName, number>;
+  readonly env: Record<string, string>;
+
   private constructor(
-    readonly exchange: string,
-    readonly dataDir: string,
-    readonly ports: Record<ServiceName, number>,
-    readonly env: Record<string, string>,
+    exchange: string,
+    dataDir: string,
+    ports: Record<ServiceName, number>,
+    env: Record<string, string>,
     options: SystemOptions,
   ) {
+    this.exchange = exchange;
+    this.dataDir = dataDir;
+    this.ports = ports;
+    this.env = env;
     this.logs = options.logs ?? [];
   }
 
@@ -89,11 +98,11 @@ export class System {
 
   /** Starts (or restarts) one service and waits until it is ready. */
   async startService(service: ServiceName): Promise<void> {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(ROOT, 'services', service, 'main.ts')],
-      { cwd: ROOT, env: { ...process.env, ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const child = spawn(process.execPath, [join(ROOT, 'services', service, 'main.ts')], {
+      cwd: ROOT,
+      env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.processes.set(service, child);
     const keep = (chunk: Buffer) => {
       for (const line of chunk.toString().split('\n')) if (line) this.logs.push(`[${service}] ${line}`);

@@ -88,7 +88,7 @@ describe('openDatabase', () => {
       import { openDatabase } from ${JSON.stringify(join(import.meta.dirname, '../../common/db.ts'))};
       try { await openDatabase(${JSON.stringify(dir)}, 'probe', {}); console.log('opened'); }
       catch (error) { console.log(error.name + ': ' + error.message); }`;
-    const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
       encoding: 'utf8',
       timeout: 30_000,
     });
