@@ -10,14 +10,13 @@ import {
   CompiledQuery,
   type Generated,
   Kysely,
-  type Migration,
-  Migrator,
   type QueryResult,
   type SqliteDatabase,
   SqliteDialect,
   sql,
   type Transaction,
 } from 'kysely';
+import { type Migration, Migrator } from 'kysely/migration';
 import { ConfigError } from './config.ts';
 
 /** The runner's own tables, present in every service's database. */

@@ -3,7 +3,7 @@
  * graceful shutdown. A service's main.ts hands it its definition and nothing else.
  */
 import death from 'death';
-import type { Migration } from 'kysely';
+import type { Migration } from 'kysely/migration';
 import { Broker, BrokerUnreachableError, queueNames } from './amqp.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';

@@ -1,5 +1,6 @@
 /** Inventory's tables: stock per SKU, the orders it has seen, reservations and backorders. */
-import { type Generated, type Migration, sql } from 'kysely';
+import { type Generated, sql } from 'kysely';
+import type { Migration } from 'kysely/migration';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
 import type { EventData, SagaContext } from '../../common/events.ts';

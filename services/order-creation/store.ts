@@ -1,5 +1,6 @@
 /** order-creation's tables: orders with their status, and the timeline of every saga event about them. */
-import { type Generated, type Migration, sql } from 'kysely';
+import { type Generated, sql } from 'kysely';
+import type { Migration } from 'kysely/migration';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { EMITTED_BY, type SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';

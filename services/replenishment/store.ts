@@ -1,5 +1,5 @@
 /** Replenishment's tables: purchase requests to the supplier, and tombstones of cancelled orders. */
-import type { Migration } from 'kysely';
+import type { Migration } from 'kysely/migration';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import type { SagaContext } from '../../common/events.ts';
 import { newId } from '../../common/ids.ts';

@@ -1,5 +1,6 @@
 /** Shipment's table: one row per order it has decided on (dispatched, failed, or promised never to ship). */
-import { type Migration, sql } from 'kysely';
+import { sql } from 'kysely';
+import type { Migration } from 'kysely/migration';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 
 /** CANCELLED is the promise never to dispatch the order (also a tombstone against a late reservation). */

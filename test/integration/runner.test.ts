@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
-import type { Migration } from 'kysely';
+import type { Migration } from 'kysely/migration';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { queueNames, UnroutableError } from '../../common/amqp.ts';
 import { openDatabase, type Tx } from '../../common/db.ts';

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Migration } from 'kysely';
+import type { Migration } from 'kysely/migration';
 import { expect, onTestFinished } from 'vitest';
 import { loadConfig } from '../../common/config.ts';
 import { type Db, openDatabase, runnerDb, runnerTx, type Tx } from '../../common/db.ts';
