@@ -26,8 +26,8 @@ import { handlers as inventoryHandlers } from '../services/inventory/handlers.ts
 import { handlers as orderHandlers } from '../services/order-creation/handlers.ts';
 import { handlers as replenishmentHandlers } from '../services/replenishment/handlers.ts';
 import { handlers as shipmentHandlers } from '../services/shipment/handlers.ts';
-import { aLine, anOrder } from '../test/support/builders.ts';
-import { AMQP_URL, System } from '../test/support/system.ts';
+import { aLine, anOrder } from '../support/builders.ts';
+import { AMQP_URL, System } from '../support/system.ts';
 import {
   CLK_TCK,
   cpuSeconds,

@@ -6,8 +6,8 @@
 import { existsSync } from 'node:fs';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { anOrder } from '../support/builders.ts';
-import { System } from '../support/system.ts';
+import { anOrder } from '../../support/builders.ts';
+import { System } from '../../support/system.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
