@@ -166,10 +166,9 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
     return value as T;
   };
   const bool = (key: ConfigKey): boolean => {
-    const value = raw(key).toLowerCase();
-    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(value))
-      problems.push(`${key}="${value}" must be true or false`);
-    return ['true', '1', 'yes'].includes(value);
+    const value = raw(key);
+    if (value !== 'true' && value !== 'false') problems.push(`${key}="${value}" must be true or false`);
+    return value === 'true';
   };
   const amqpUrl = raw('AMQP_URL');
   if (!/^amqps?:\/\/[^\s]+$/.test(amqpUrl))
