@@ -111,6 +111,14 @@ export const CONFIG_KEYS = {
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
 
+/** The variable that sets each service's HTTP port. */
+export const PORT_KEYS = {
+  'order-creation': 'ORDER_CREATION_PORT',
+  inventory: 'INVENTORY_PORT',
+  replenishment: 'REPLENISHMENT_PORT',
+  shipment: 'SHIPMENT_PORT',
+} as const satisfies Record<ServiceName, ConfigKey>;
+
 export interface Config {
   service: ServiceName;
   amqpUrl: string;

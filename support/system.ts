@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import amqp from 'amqplib';
 import { deadLetterExchangeOf, queueNames } from '../common/amqp.ts';
-import { CONFIG_KEYS } from '../common/config.ts';
+import { CONFIG_KEYS, PORT_KEYS } from '../common/config.ts';
 import { SERVICES, type ServiceName } from '../common/events.ts';
 
 export const AMQP_URL = process.env.AMQP_URL ?? CONFIG_KEYS.AMQP_URL.default;
@@ -26,13 +26,6 @@ export async function freePort(): Promise<number> {
     });
   });
 }
-
-const PORT_KEYS: Record<ServiceName, string> = {
-  'order-creation': 'ORDER_CREATION_PORT',
-  inventory: 'INVENTORY_PORT',
-  replenishment: 'REPLENISHMENT_PORT',
-  shipment: 'SHIPMENT_PORT',
-};
 
 export interface HttpResult<T = unknown> {
   status: number;
