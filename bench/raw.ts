@@ -7,7 +7,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import amqp from 'amqplib';
-import { anOrderCreated } from '../test/support/builders.ts';
+import { anOrderCreated } from '../support/builders.ts';
 
 export interface RawOptions {
   url: string;

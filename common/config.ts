@@ -111,6 +111,14 @@ export const CONFIG_KEYS = {
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
 
+/** The variable that sets each service's HTTP port. */
+export const PORT_KEYS = {
+  'order-creation': 'ORDER_CREATION_PORT',
+  inventory: 'INVENTORY_PORT',
+  replenishment: 'REPLENISHMENT_PORT',
+  shipment: 'SHIPMENT_PORT',
+} as const satisfies Record<ServiceName, ConfigKey>;
+
 export interface Config {
   service: ServiceName;
   amqpUrl: string;
@@ -166,10 +174,9 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
     return value as T;
   };
   const bool = (key: ConfigKey): boolean => {
-    const value = raw(key).toLowerCase();
-    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(value))
-      problems.push(`${key}="${value}" must be true or false`);
-    return ['true', '1', 'yes'].includes(value);
+    const value = raw(key);
+    if (value !== 'true' && value !== 'false') problems.push(`${key}="${value}" must be true or false`);
+    return value === 'true';
   };
   const amqpUrl = raw('AMQP_URL');
   if (!/^amqps?:\/\/[^\s]+$/.test(amqpUrl))

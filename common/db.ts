@@ -2,7 +2,7 @@
  * Each service owns one SQLite database (WAL) under DATA_DIR, opened and migrated at start.
  * Queries go through Kysely, which also speaks PostgreSQL when a service outgrows one file.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import SQLite from 'better-sqlite3';
 import {
@@ -97,6 +97,33 @@ function withStatementCache(sqlite: SQLite.Database, max = 1000): SqliteDatabase
   };
 }
 
+const databaseFile = (dataDir: string, name: string) => join(dataDir, `${name}.sqlite`);
+
+const inUse = (file: string, name: string) =>
+  new ConfigError([
+    `DATA_DIR: ${file} is in use by another process (another ${name} with the same DATA_DIR?). ` +
+      'Each instance of a service needs its own database: stop the other one or set another DATA_DIR.',
+  ]);
+
+/**
+ * Throws the ConfigError openDatabase would throw if another process holds the database, without
+ * creating it: a launcher can say so before it starts anything.
+ */
+export function assertDatabaseFree(dataDir: string, name: string): void {
+  const file = databaseFile(dataDir, name);
+  if (!existsSync(file)) return;
+  const sqlite = new SQLite(file, { fileMustExist: true, timeout: 0 });
+  try {
+    // The holder keeps an exclusive lock (locking_mode=EXCLUSIVE): even a read is refused.
+    sqlite.prepare('select 1 from sqlite_master limit 1').get();
+  } catch (error) {
+    if ((error as { code?: string }).code === 'SQLITE_BUSY') throw inUse(file, name);
+    throw error;
+  } finally {
+    sqlite.close();
+  }
+}
+
 /** Opens (creating if needed) `<DATA_DIR>/<name>.sqlite` and applies the runner's and the service's migrations. */
 export async function openDatabase<T>(
   dataDir: string,
@@ -104,7 +131,7 @@ export async function openDatabase<T>(
   migrations: Record<string, Migration>,
 ): Promise<Db<T>> {
   mkdirSync(dataDir, { recursive: true });
-  const file = join(dataDir, `${name}.sqlite`);
+  const file = databaseFile(dataDir, name);
   const sqlite = new SQLite(file);
   sqlite.pragma('busy_timeout = 2000');
   // Before WAL: one process owns the file, so SQLite keeps its WAL index in memory and takes no
@@ -115,10 +142,7 @@ export async function openDatabase<T>(
   } catch (error) {
     sqlite.close();
     if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
-    throw new ConfigError([
-      `DATA_DIR: ${file} is in use by another process (another ${name} with the same DATA_DIR?). ` +
-        'Each instance of a service needs its own database: stop the other one or set another DATA_DIR.',
-    ]);
+    throw inUse(file, name);
   }
   // NORMAL in WAL mode: a commit survives a crash of the process; only a power loss can lose the last ones.
   sqlite.pragma('synchronous = NORMAL');

@@ -398,7 +398,7 @@ const DOCS_HTML = `<!doctype html>
       url: '/openapi.json',
       dom_id: '#swagger-ui',
       deepLinking: true,
-      tryItOutEnabled: true,
+      tryItOutEnabled: false,
       presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
       layout: 'StandaloneLayout',
     });

@@ -6,8 +6,8 @@
 import { existsSync } from 'node:fs';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { anOrder } from '../support/builders.ts';
-import { System } from '../support/system.ts';
+import { anOrder } from '../../support/builders.ts';
+import { System } from '../../support/system.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -61,8 +61,11 @@ describe('Swagger UI', () => {
   it('places an order with "Try it out", and the order completes', async () => {
     const post = page.locator('#operations-orders-createOrder');
     await post.locator('.opblock-summary').click();
-    // The page turns "Try it out" on for every operation (tryItOutEnabled): its button reads Cancel.
-    await expect.poll(() => post.locator('.try-out__btn').innerText()).toBe('Cancel');
+    // As the README says: an operation opens read-only, "Try it out" makes it editable.
+    const tryItOut = post.locator('.try-out__btn');
+    await expect.poll(() => tryItOut.innerText()).toBe('Try it out');
+    await tryItOut.click();
+    await expect.poll(() => tryItOut.innerText()).toBe('Cancel');
     const order = anOrder();
     await post.locator('textarea.body-param__text').fill(JSON.stringify(order, null, 2));
     await post.getByRole('button', { name: 'Execute' }).click();

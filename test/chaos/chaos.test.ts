@@ -11,10 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queueNames } from '../../common/amqp.ts';
 import { SERVICES } from '../../common/events.ts';
 import { checkUntilClean, waitUntilSettled } from '../../scripts/consistency.ts';
+import { aLine, anOrder } from '../../support/builders.ts';
+import { System } from '../../support/system.ts';
 import { BrokerNode } from '../support/broker-node.ts';
-import { aLine, anOrder } from '../support/builders.ts';
 import { type Order, type Replenishment, type Shipment, type Stock, urlsOf } from '../support/saga.ts';
-import { System } from '../support/system.ts';
 
 interface Row {
   test: string;

@@ -3,9 +3,9 @@
  * racing the saga; the deadline. Real processes on a real RabbitMQ.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { aLine, anAddress, anOrder } from '../support/builders.ts';
+import { aLine, anAddress, anOrder } from '../../support/builders.ts';
+import { System } from '../../support/system.ts';
 import { awaitTerminal, expectConsistent, place, quiesce, readStock, settled } from '../support/saga.ts';
-import { System } from '../support/system.ts';
 
 let system: System;
 

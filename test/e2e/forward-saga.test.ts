@@ -3,9 +3,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { components } from '../../common/generated/api.ts';
-import { aLine, anOrder } from '../support/builders.ts';
+import { aLine, anOrder } from '../../support/builders.ts';
+import { System } from '../../support/system.ts';
 import { expectConsistent } from '../support/saga.ts';
-import { System } from '../support/system.ts';
 
 type Order = components['schemas']['Order'];
 type Stock = components['schemas']['Stock'];

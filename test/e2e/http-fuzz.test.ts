@@ -9,8 +9,8 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SERVICES } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
-import { anOrder } from '../support/builders.ts';
-import { System } from '../support/system.ts';
+import { anOrder } from '../../support/builders.ts';
+import { System } from '../../support/system.ts';
 
 type Order = components['schemas']['Order'];
 

@@ -5,9 +5,9 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { anAddress, anOrder } from '../support/builders.ts';
+import { anAddress, anOrder } from '../../support/builders.ts';
+import { System } from '../../support/system.ts';
 import { awaitTerminal, expectConsistent, type Order, place, settled } from '../support/saga.ts';
-import { System } from '../support/system.ts';
 
 let system: System;
 beforeAll(async () => {

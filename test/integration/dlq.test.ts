@@ -12,8 +12,8 @@ import { queueNames } from '../../common/amqp.ts';
 import type { SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
 import { ATTEMPT_HEADER, DEAD_HEADER } from '../../common/runner.ts';
-import { aLine, anOrderCreated } from '../support/builders.ts';
-import { AMQP_URL, System } from '../support/system.ts';
+import { aLine, anOrderCreated } from '../../support/builders.ts';
+import { AMQP_URL, System } from '../../support/system.ts';
 import { eventually } from '../support/wait.ts';
 
 type Stock = components['schemas']['Stock'];

@@ -15,8 +15,8 @@ import { type Emit, emit, type SagaEvent } from '../../common/events.ts';
 import { writeOutbox } from '../../common/outbox.ts';
 import { DEAD_HEADER } from '../../common/runner.ts';
 import { startService } from '../../common/service.ts';
-import { anOrderCreated } from '../support/builders.ts';
-import { AMQP_URL, deleteTopology } from '../support/system.ts';
+import { anOrderCreated } from '../../support/builders.ts';
+import { AMQP_URL, deleteTopology } from '../../support/system.ts';
 import { eventually } from '../support/wait.ts';
 
 interface ProbeTables {

@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from './system.ts';
+import { freePort } from '../../support/system.ts';
 
 const run = promisify(execFile);
 

@@ -2,8 +2,8 @@
 import { expect } from 'vitest';
 import type { components } from '../../common/generated/api.ts';
 import { checkUntilClean, type ServiceUrls, waitUntilSettled } from '../../scripts/consistency.ts';
-import { anOrder } from './builders.ts';
-import type { System } from './system.ts';
+import { anOrder } from '../../support/builders.ts';
+import type { System } from '../../support/system.ts';
 import { eventually } from './wait.ts';
 
 type Schemas = components['schemas'];

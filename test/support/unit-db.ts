@@ -36,7 +36,7 @@ import {
   migrations as shipmentMigrations,
   shipmentStore,
 } from '../../services/shipment/store.ts';
-import { anAddress, anEvent, anOrderCreated } from './builders.ts';
+import { anAddress, anEvent, anOrderCreated } from '../../support/builders.ts';
 
 export { anEvent };
 

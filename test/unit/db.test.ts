@@ -1,16 +1,16 @@
 /**
  * The database layer on a real SQLite file: prepared queries bind each placeholder to its own
  * parameter wherever it appears, keep the constants of the query, and run inside a transaction.
- * Each service owns its file: a second process cannot open it.
+ * Each service owns its file: a second process cannot open it, and can tell before it tries.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Db, openDatabase, type Params, prepare } from '../../common/db.ts';
+import { assertDatabaseFree, type Db, openDatabase, type Params, prepare } from '../../common/db.ts';
 
 interface Tables {
   counters: { name: string; kind: string; value: number; changes: number };
@@ -96,5 +96,34 @@ describe('openDatabase', () => {
 
     expect(child.stdout).toContain('ConfigError');
     expect(child.stdout).toContain(`${join(dir, 'probe.sqlite')} is in use by another process`);
+  });
+});
+
+describe('assertDatabaseFree', () => {
+  const inAnotherProcess = (name: string) => {
+    const script = `
+      import { assertDatabaseFree } from ${JSON.stringify(join(import.meta.dirname, '../../common/db.ts'))};
+      try { assertDatabaseFree(${JSON.stringify(dir)}, ${JSON.stringify(name)}); console.log('free'); }
+      catch (error) { console.log(error.name + ': ' + error.message); }`;
+    return spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    }).stdout;
+  };
+
+  it('says, as openDatabase would, that another process holds the file', () => {
+    const answer = inAnotherProcess('probe');
+
+    expect(answer).toContain('ConfigError');
+    expect(answer).toContain(`${join(dir, 'probe.sqlite')} is in use by another process`);
+  });
+
+  it('finds a database nobody holds free, and one not created yet', async () => {
+    const other = await openDatabase<Tables>(dir, 'closed', migrations);
+    await other.destroy();
+
+    expect(inAnotherProcess('closed')).toBe('free\n');
+    expect(() => assertDatabaseFree(dir, 'not-created')).not.toThrow();
+    expect(existsSync(join(dir, 'not-created.sqlite'))).toBe(false);
   });
 });

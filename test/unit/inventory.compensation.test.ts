@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { rejectUnfillable, releaseReservation } from '../../compensation/inventory.ts';
 import { handlers } from '../../services/inventory/handlers.ts';
 import { readStock } from '../../services/inventory/store.ts';
-import { aLine } from '../support/builders.ts';
+import { aLine } from '../../support/builders.ts';
 import {
   emittedOf,
   expectStockInvariants,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { handlers } from '../../services/inventory/handlers.ts';
-import { aLine, anAddress } from '../support/builders.ts';
+import { aLine, anAddress } from '../../support/builders.ts';
 import {
   emittedOf,
   expectStockInvariants,

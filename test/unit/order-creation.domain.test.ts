@@ -9,7 +9,7 @@ import {
   type OrderStatus,
   requestCancel,
 } from '../../services/order-creation/domain.ts';
-import { anAddress } from '../support/builders.ts';
+import { anAddress } from '../../support/builders.ts';
 import {
   anEvent,
   replenishmentCompleted,

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { CancelReason, OrderStatus } from '../../services/order-creation/domain.ts';
 import { handlers } from '../../services/order-creation/handlers.ts';
 import { migrations, orderStore, readOrder } from '../../services/order-creation/store.ts';
-import { anOrder } from '../support/builders.ts';
+import { anOrder } from '../../support/builders.ts';
 import {
   anEvent,
   handlerFor,

@@ -19,7 +19,7 @@ import { handlers as orderHandlers } from '../../services/order-creation/handler
 import { migrations as orderMigrations, orderStore, readOrder } from '../../services/order-creation/store.ts';
 import { deliver, handlers as replenishmentHandlers } from '../../services/replenishment/handlers.ts';
 import { handlers as shipmentHandlers } from '../../services/shipment/handlers.ts';
-import { anAddress } from '../support/builders.ts';
+import { anAddress } from '../../support/builders.ts';
 import {
   anEvent,
   expectStockInvariants,

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { neverDispatch } from '../../compensation/shipment.ts';
 import { handlers } from '../../services/shipment/handlers.ts';
-import { anAddress } from '../support/builders.ts';
+import { anAddress } from '../../support/builders.ts';
 import {
   anEvent,
   emittedOf,

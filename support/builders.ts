@@ -1,7 +1,10 @@
-/** Fixture builders: `anOrder({ items: [aLine('GIZMO-3', 8)] })`, `anOrderCreated()`. */
+/**
+ * Builders of orders and events, `anOrder({ items: [aLine('GIZMO-3', 8)] })`, `anOrderCreated()`:
+ * the tests' fixtures and the benchmark's load.
+ */
 import { randomUUID } from 'node:crypto';
-import { type EventData, orderIdOf, type RoutingKey, type SagaEvent } from '../../common/events.ts';
-import type { components } from '../../common/generated/api.ts';
+import { type EventData, orderIdOf, type RoutingKey, type SagaEvent } from '../common/events.ts';
+import type { components } from '../common/generated/api.ts';
 
 type CreateOrder = components['schemas']['CreateOrderRequest'];
 type Address = components['schemas']['ShippingAddress'];

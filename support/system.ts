@@ -1,7 +1,7 @@
 /**
  * The four services as real processes, isolated from anything else on the broker: their own
- * exchange (so their own queues), data directory and free ports. Used by e2e tests, the
- * benchmark and the chaos tests.
+ * exchange (so their own queues), data directory and free ports. Shared by the integration, e2e,
+ * browser and chaos tests and by the benchmark.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -9,12 +9,12 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import amqp from 'amqplib';
-import { deadLetterExchangeOf, queueNames } from '../../common/amqp.ts';
-import { CONFIG_KEYS } from '../../common/config.ts';
-import { SERVICES, type ServiceName } from '../../common/events.ts';
+import { deadLetterExchangeOf, queueNames } from '../common/amqp.ts';
+import { CONFIG_KEYS, PORT_KEYS } from '../common/config.ts';
+import { SERVICES, type ServiceName } from '../common/events.ts';
 
 export const AMQP_URL = process.env.AMQP_URL ?? CONFIG_KEYS.AMQP_URL.default;
-const ROOT = join(import.meta.dirname, '..', '..');
+const ROOT = join(import.meta.dirname, '..');
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -26,13 +26,6 @@ export async function freePort(): Promise<number> {
     });
   });
 }
-
-const PORT_KEYS: Record<ServiceName, string> = {
-  'order-creation': 'ORDER_CREATION_PORT',
-  inventory: 'INVENTORY_PORT',
-  replenishment: 'REPLENISHMENT_PORT',
-  shipment: 'SHIPMENT_PORT',
-};
 
 export interface HttpResult<T = unknown> {
   status: number;
