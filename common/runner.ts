@@ -34,8 +34,9 @@ import {
   type SagaContext,
   type SagaEvent,
 } from './events.ts';
+import { ATTEMPT_HEADER, DEAD_HEADER, SAGA_HEADER } from './headers.ts';
 import type { Logger } from './logger.ts';
-import { HEADER, type OutboxRelay, writeOutbox } from './outbox.ts';
+import { type OutboxRelay, writeOutbox } from './outbox.ts';
 import { within } from './timers.ts';
 
 export interface HandlerContext {
@@ -68,17 +69,6 @@ export interface Committed<R> {
   value: R;
   emitted: SagaEvent[];
 }
-
-export const ATTEMPT_HEADER = 'x-attempt';
-/** Headers on a parked message (dead-letter queue). */
-export const DEAD_HEADER = {
-  reason: 'x-dead-reason',
-  error: 'x-dead-error',
-  attempts: 'x-dead-attempts',
-  routingKey: 'x-original-routing-key',
-  queue: 'x-original-queue',
-  at: 'x-dead-at',
-} as const;
 
 export interface RunnerOptions<T, S> {
   db: Db<T>;
@@ -218,13 +208,13 @@ export class Runner<T, S> {
       );
     }
     const headers = message.properties.headers ?? {};
-    const failAtHeader = headers[HEADER.failAt];
+    const failAtHeader = headers[SAGA_HEADER.failAt];
     // The context carries it on either way; only a service with fault injection on acts on it.
     const requested = FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined;
     const failAt = config.faultInjection ? requested : undefined;
     const context: SagaContext = {
       orderId: event.orderId,
-      traceparent: stringHeader(headers[HEADER.traceparent]),
+      traceparent: stringHeader(headers[SAGA_HEADER.traceparent]),
       causationId: event.id,
       failAt: requested,
     };

@@ -25,7 +25,7 @@ import amqp, {
 import { queueNames } from '../common/amqp.ts';
 import { ConfigError, loadConfig, redactUrl } from '../common/config.ts';
 import { SERVICES, type ServiceName } from '../common/events.ts';
-import { ATTEMPT_HEADER, DEAD_HEADER } from '../common/runner.ts';
+import { ATTEMPT_HEADER, DEAD_HEADER } from '../common/headers.ts';
 
 const USAGE = `usage: npm run dlq -- <command> [--service NAME] [--limit N] [--yes]
 

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queueNames } from '../../common/amqp.ts';
 import type { SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
-import { ATTEMPT_HEADER, DEAD_HEADER } from '../../common/runner.ts';
+import { ATTEMPT_HEADER, DEAD_HEADER } from '../../common/headers.ts';
 import { aLine, anOrderCreated } from '../support/builders.ts';
 import { AMQP_URL, System } from '../support/system.ts';
 import { eventually } from '../support/wait.ts';
