@@ -37,6 +37,7 @@ import {
 import { ATTEMPT_HEADER, DEAD_HEADER, SAGA_HEADER } from './headers.ts';
 import type { Logger } from './logger.ts';
 import { type OutboxRelay, writeOutbox } from './outbox.ts';
+import { type RetryPolicy, recoveryFor, retryPolicy } from './recoverability.ts';
 import { within } from './timers.ts';
 
 export interface HandlerContext {
@@ -85,11 +86,6 @@ export interface RunnerOptions<T, S> {
   log: Logger;
 }
 
-/** The delay of each retry tier: base, 2×base, 4×base, … one tier per retry. */
-export function retryDelays(config: Pick<Config, 'retryAttempts' | 'retryBaseDelayMs'>): number[] {
-  return Array.from({ length: config.retryAttempts - 1 }, (_, i) => config.retryBaseDelayMs * 2 ** i);
-}
-
 /**
  * One unit of work for the writer: a delivered message, or work from outside a message (an HTTP
  * request, a timer). Units are run a burst at a time, in one transaction.
@@ -120,14 +116,14 @@ export class Runner<T, S> {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly pending: Unit<T>[] = [];
   private working?: Promise<void>;
-  private readonly delays: number[];
+  private readonly retries: RetryPolicy;
   private pruneTimer?: NodeJS.Timeout;
 
   private readonly options: RunnerOptions<T, S>;
 
   constructor(options: RunnerOptions<T, S>) {
     this.options = options;
-    this.delays = retryDelays(options.config);
+    this.retries = retryPolicy(options.config);
   }
 
   get subscriptions(): RoutingKey[] {
@@ -197,14 +193,15 @@ export class Runner<T, S> {
     try {
       event = decode(message);
     } catch (error) {
-      return this.park(message, channel, error as Error);
+      return this.recover(message, channel, error);
     }
     const handler = handlers[event.type] as Handler<RoutingKey, S> | undefined;
     if (!handler) {
-      return this.park(
+      return this.recover(
         message,
         channel,
         new PermanentError('unknown-routing-key', `no handler for ${event.type}`),
+        event,
       );
     }
     const headers = message.properties.headers ?? {};
@@ -235,9 +232,7 @@ export class Runner<T, S> {
         },
         committed: done,
         failed: async (error) => {
-          await (error instanceof PermanentError
-            ? this.park(message, channel, error)
-            : this.retry(message, channel, event, error as Error));
+          await this.recover(message, channel, error, event);
           done();
         },
         delivery: { channel, message },
@@ -340,24 +335,27 @@ export class Runner<T, S> {
     settle(() => channel.nack(message, false, requeue));
   }
 
-  /** Sends the message to the next delay queue (attempt + 1), or parks it after the last attempt. */
-  private async retry(
+  /** Retries or parks a message that failed, as the retry policy says. */
+  private recover(
     message: ConsumeMessage,
     channel: Channel,
-    event: SagaEvent,
-    error: Error,
+    error: unknown,
+    event?: SagaEvent,
   ): Promise<void> {
-    const { broker, log } = this.options;
     const attempt = attemptOf(message);
-    if (attempt >= this.options.config.retryAttempts) {
-      return this.park(message, channel, error, 'retries-exhausted');
-    }
-    const tier = Math.min(attempt - 1, this.delays.length - 1);
-    const delay = this.delays[tier] ?? 0;
-    log.warn(
-      { err: error.message, type: event.type, id: event.id, attempt, retryInMs: delay },
+    const recovery = recoveryFor(error, attempt, this.retries);
+    if (recovery.action === 'park') return this.park(message, channel, error, recovery.reason);
+    this.options.log.warn(
+      { err: messageOf(error), type: event?.type, id: event?.id, attempt, retryInMs: recovery.delayMs },
       'handler failed, will retry',
     );
+    return this.retry(message, channel, recovery.tier, recovery.delayMs);
+  }
+
+  /** Sends the message to the tier's delay queue, as attempt + 1. */
+  private async retry(message: ConsumeMessage, channel: Channel, tier: number, delay: number): Promise<void> {
+    const { broker, log } = this.options;
+    const attempt = attemptOf(message);
     try {
       await broker.publish([
         {
@@ -389,17 +387,11 @@ export class Runner<T, S> {
   }
 
   /** Parks the message unchanged in the dead-letter queue, with headers saying why; then acks it. */
-  private async park(
-    message: ConsumeMessage,
-    channel: Channel,
-    error: Error,
-    reason?: string,
-  ): Promise<void> {
+  private async park(message: ConsumeMessage, channel: Channel, error: unknown, why: string): Promise<void> {
     const { broker, log } = this.options;
-    const why = reason ?? (error instanceof PermanentError ? error.reason : 'handler-error');
     const routingKey = this.originalRoutingKey(message);
     log.error(
-      { reason: why, err: error.message, routingKey, messageId: message.properties.messageId },
+      { reason: why, err: messageOf(error), routingKey, messageId: message.properties.messageId },
       'message parked in the dead-letter queue',
     );
     try {
@@ -414,7 +406,7 @@ export class Runner<T, S> {
             headers: {
               ...message.properties.headers,
               [DEAD_HEADER.reason]: why,
-              [DEAD_HEADER.error]: error.message.slice(0, 1000),
+              [DEAD_HEADER.error]: messageOf(error).slice(0, 1000),
               [DEAD_HEADER.attempts]: attemptOf(message),
               [DEAD_HEADER.routingKey]: routingKey,
               [DEAD_HEADER.queue]: broker.names.queue,
@@ -484,6 +476,11 @@ export function decode(message: ConsumeMessage): SagaEvent {
 function attemptOf(message: ConsumeMessage): number {
   const value = Number(message.properties.headers?.[ATTEMPT_HEADER] ?? 1);
   return Number.isInteger(value) && value > 0 ? value : 1;
+}
+
+// A handler may throw anything, not only an Error.
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function stringHeader(value: unknown): string | undefined {

@@ -11,7 +11,8 @@ import type { SagaEvent, ServiceName } from './events.ts';
 import { HttpServer } from './http.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { OutboxRelay } from './outbox.ts';
-import { type Handlers, Runner, retryDelays } from './runner.ts';
+import { retryDelays } from './recoverability.ts';
+import { type Handlers, Runner } from './runner.ts';
 import { type Repeating, repeat, within } from './timers.ts';
 
 export interface ServiceDefinition<T, S> {
