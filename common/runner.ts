@@ -34,6 +34,7 @@ import {
   type SagaContext,
   type SagaEvent,
 } from './events.ts';
+import { GroupCommit, type Unit } from './group-commit.ts';
 import { ATTEMPT_HEADER, DEAD_HEADER, SAGA_HEADER } from './headers.ts';
 import type { Logger } from './logger.ts';
 import { type OutboxRelay, writeOutbox } from './outbox.ts';
@@ -86,17 +87,8 @@ export interface RunnerOptions<T, S> {
   log: Logger;
 }
 
-/**
- * One unit of work for the writer: a delivered message, or work from outside a message (an HTTP
- * request, a timer). Units are run a burst at a time, in one transaction.
- */
-interface Unit<T> {
-  /** Applies the unit in the burst's transaction: the events it wrote, or undefined if it was a duplicate. */
-  apply: (trx: Tx<T>) => Promise<SagaEvent[] | undefined>;
-  /** After the transaction that applied it committed (and its delivery, if any, was acked). */
-  committed: () => void;
-  /** When it failed alone, in a transaction of its own (rolled back). */
-  failed: (error: unknown) => Promise<void>;
+/** A unit of the group commit: a delivered message, or work from outside a message (an HTTP request, a timer). */
+interface RunnerUnit<T> extends Unit<T> {
   /** The delivery to ack once the unit is committed; none for work from outside a message. */
   delivery?: { channel: Channel; message: ConsumeMessage };
 }
@@ -109,13 +101,9 @@ const insertInbox = prepare(
       .onConflict((oc) => oc.doNothing()),
 );
 
-/** Most units in one transaction (the prefetch bounds how many deliveries are waiting). */
-const BURST = 64;
-
 export class Runner<T, S> {
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly pending: Unit<T>[] = [];
-  private working?: Promise<void>;
+  private readonly commits: GroupCommit<T, RunnerUnit<T>>;
   private readonly retries: RetryPolicy;
   private pruneTimer?: NodeJS.Timeout;
 
@@ -124,6 +112,11 @@ export class Runner<T, S> {
   constructor(options: RunnerOptions<T, S>) {
     this.options = options;
     this.retries = retryPolicy(options.config);
+    this.commits = new GroupCommit(options.db, (burst, events) => {
+      if (events.length > 0) options.relay.wake();
+      options.afterCommit?.(events);
+      this.ackBurst(burst.flatMap((unit) => (unit.delivery ? [unit.delivery] : [])));
+    });
   }
 
   get subscriptions(): RoutingKey[] {
@@ -163,7 +156,7 @@ export class Runner<T, S> {
     const { store } = this.options;
     return new Promise((resolve, reject) => {
       let committed: Committed<R>;
-      this.enqueue({
+      this.commits.enqueue({
         apply: async (trx) => {
           const outcome = await work(store(trx));
           const emitted = await this.writeEvents(trx, outcome.emit, context);
@@ -174,11 +167,6 @@ export class Runner<T, S> {
         failed: async (error) => reject(error),
       });
     });
-  }
-
-  private committed(events: SagaEvent[]): void {
-    if (events.length > 0) this.options.relay.wake();
-    this.options.afterCommit?.(events);
   }
 
   private async writeEvents(trx: Tx<T>, emit: Emit[], context: SagaContext): Promise<SagaEvent[]> {
@@ -216,7 +204,7 @@ export class Runner<T, S> {
       failAt: requested,
     };
     return new Promise<void>((done) => {
-      this.enqueue({
+      this.commits.enqueue({
         apply: async (trx) => {
           const inserted = await insertInbox(runnerTx(trx), {
             messageId: event.id,
@@ -238,53 +226,6 @@ export class Runner<T, S> {
         delivery: { channel, message },
       });
     });
-  }
-
-  private enqueue(unit: Unit<T>): void {
-    this.pending.push(unit);
-    this.kick();
-  }
-
-  private kick(): void {
-    if (this.working) return;
-    this.working = this.work().finally(() => {
-      this.working = undefined;
-      // Enqueued after the loop's last look, before this callback: nobody else would start it.
-      if (this.pending.length > 0) this.kick();
-    });
-  }
-
-  /**
-   * Runs what is waiting, a burst at a time: one transaction for the whole burst (one commit
-   * instead of one per unit, the main cost under load). In it, each message still has its own
-   * inbox row and outbox rows. If any unit of the burst fails, the burst rolls back and each unit
-   * runs again alone, so a failure never touches another unit's outcome.
-   */
-  private async work(): Promise<void> {
-    while (this.pending.length > 0) {
-      await this.runBurst(this.pending.splice(0, BURST));
-    }
-  }
-
-  private async runBurst(burst: Unit<T>[]): Promise<void> {
-    let outcomes: (SagaEvent[] | undefined)[];
-    try {
-      outcomes = await this.options.db.transaction().execute(async (trx) => {
-        const out: (SagaEvent[] | undefined)[] = [];
-        for (const unit of burst) out.push(await unit.apply(trx));
-        return out;
-      });
-    } catch (error) {
-      if (burst.length > 1) {
-        for (const unit of burst) await this.runBurst([unit]);
-        return;
-      }
-      await burst[0]?.failed(error);
-      return;
-    }
-    this.committed(outcomes.flatMap((events) => events ?? []));
-    this.ackBurst(burst.flatMap((unit) => (unit.delivery ? [unit.delivery] : [])));
-    for (const unit of burst) unit.committed();
   }
 
   /**
