@@ -7,7 +7,7 @@
  * go out at once, not a confirm round trip later.
  */
 import type { Kysely, Transaction } from 'kysely';
-import type { Broker, OutgoingMessage } from './amqp.ts';
+import type { Broker, OutgoingMessage } from './broker/connection.ts';
 import { contracts } from './contracts.ts';
 import { nowIso, type Params, prepare, type RunnerTables } from './db.ts';
 import {

@@ -11,7 +11,7 @@
  */
 import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Kysely } from 'kysely';
-import type { Broker } from './amqp.ts';
+import type { Broker } from './broker/connection.ts';
 import type { Config } from './config.ts';
 import { contracts } from './contracts.ts';
 import {

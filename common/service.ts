@@ -4,7 +4,8 @@
  */
 import death from 'death';
 import type { Migration } from 'kysely';
-import { Broker, BrokerUnreachableError, queueNames } from './amqp.ts';
+import { Broker, BrokerUnreachableError } from './broker/connection.ts';
+import { queueNames } from './broker/topology.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';
 import type { SagaEvent, ServiceName } from './events.ts';

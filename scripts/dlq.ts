@@ -22,7 +22,7 @@ import amqp, {
   type Options,
   type XDeath,
 } from 'amqplib';
-import { queueNames } from '../common/amqp.ts';
+import { queueNames } from '../common/broker/topology.ts';
 import { ConfigError, loadConfig, redactUrl } from '../common/config.ts';
 import { SERVICES, type ServiceName } from '../common/events.ts';
 import { ATTEMPT_HEADER, DEAD_HEADER } from '../common/headers.ts';

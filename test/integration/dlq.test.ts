@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { queueNames } from '../../common/amqp.ts';
+import { queueNames } from '../../common/broker/topology.ts';
 import type { SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
 import { ATTEMPT_HEADER, DEAD_HEADER } from '../../common/headers.ts';

@@ -1,7 +1,8 @@
 /**
- * The one place that talks AMQP: connect (with bounded retries at start, unbounded reconnection
- * after), declare the topology, publish with confirms and `mandatory`, consume with manual ack.
- * After a reconnect it declares the topology again, opens fresh channels and resumes consuming.
+ * The service's connection to the broker: connect (with bounded retries at start, unbounded
+ * reconnection after), declare the topology, publish with confirms and `mandatory`, consume with
+ * manual ack. After a reconnect it declares the topology again, opens fresh channels and resumes
+ * consuming.
  */
 import { EventEmitter, once } from 'node:events';
 import type { Socket } from 'node:net';
@@ -12,41 +13,9 @@ import amqp, {
   type Options,
   type RecoveringChannelModel,
 } from 'amqplib';
-import { type Config, redactUrl } from './config.ts';
-import { ROUTING_KEYS, type RoutingKey } from './events.ts';
-import type { Logger } from './logger.ts';
-
-/** Names of everything a service declares, all derived from the exchange and the service name. */
-export interface QueueNames {
-  exchange: string;
-  queue: string;
-  /** Where messages that cannot be handled are parked, with their reason in headers. */
-  deadLetterExchange: string;
-  deadLetterQueue: string;
-  /** Delay queues: a message waits there for its TTL, then dead-letters back to the work queue. */
-  retryQueue: (tier: number) => string;
-}
-
-/** Where every service of the saga parks its messages (routing key: the parking queue's name). */
-export const deadLetterExchangeOf = (exchange: string): string => `${exchange}.dead-letter`;
-
-export function queueNames(exchange: string, service: string): QueueNames {
-  const queue = `${exchange}.${service}`;
-  return {
-    exchange,
-    queue,
-    deadLetterExchange: deadLetterExchangeOf(exchange),
-    deadLetterQueue: `${queue}.dead-letter`,
-    retryQueue: (tier) => `${queue}.retry.${tier}`,
-  };
-}
-
-export interface Topology {
-  names: QueueNames;
-  bindings: readonly RoutingKey[];
-  /** Delay of each retry tier, in ms; tier i holds a message for about delays[i]. */
-  retryDelaysMs: readonly number[];
-}
+import { type Config, redactUrl } from '../config.ts';
+import type { Logger } from '../logger.ts';
+import { declareTopology, type QueueNames, type Topology } from './topology.ts';
 
 export interface OutgoingMessage {
   exchange: string;
@@ -169,7 +138,7 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
     coalesceWrites(model);
     const declare = await model.createChannel();
     try {
-      await this.declare(declare);
+      await declareTopology(declare, this.topology, this.config);
     } catch (error) {
       // 406 PRECONDITION_FAILED: a queue exists with other arguments. Retrying cannot fix it.
       if ((error as { code?: number }).code === 406) {
@@ -189,56 +158,6 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
     this.publisher = publisher;
 
     if (this.listener) await this.openConsumer(model);
-  }
-
-  private async declare(channel: Channel): Promise<void> {
-    const { names, bindings, retryDelaysMs } = this.topology;
-    const { queueType, deliveryLimit } = this.config;
-    await channel.assertExchange(names.exchange, 'topic', { durable: true });
-    await channel.assertExchange(names.deadLetterExchange, 'direct', { durable: true });
-
-    const quorum: Record<string, unknown> =
-      queueType === 'quorum'
-        ? {
-            'x-queue-type': 'quorum',
-            'x-delivery-limit': deliveryLimit,
-            // The broker keeps a message until the dead-letter queue confirms it has it.
-            'x-dead-letter-strategy': 'at-least-once',
-            'x-overflow': 'reject-publish',
-          }
-        : { 'x-queue-type': 'classic' };
-    await channel.assertQueue(names.queue, {
-      durable: true,
-      arguments: {
-        ...quorum,
-        'x-dead-letter-exchange': names.deadLetterExchange,
-        'x-dead-letter-routing-key': names.queue,
-      },
-    });
-    for (const key of bindings) await channel.bindQueue(names.queue, names.exchange, key);
-    // Bindings outlive the code that made them: drop any an earlier version left (a no-op if none).
-    for (const key of ROUTING_KEYS.filter((k) => !bindings.includes(k)))
-      await channel.unbindQueue(names.queue, names.exchange, key);
-
-    // Classic on purpose: parked messages are listed (and requeued) by operators, and a quorum
-    // queue's delivery limit would one day drop them.
-    await channel.assertQueue(names.deadLetterQueue, {
-      durable: true,
-      arguments: { 'x-queue-type': 'classic' },
-    });
-    await channel.bindQueue(names.deadLetterQueue, names.deadLetterExchange, names.queue);
-
-    for (const [tier, delay] of retryDelaysMs.entries()) {
-      await channel.assertQueue(names.retryQueue(tier), {
-        durable: true,
-        arguments: {
-          'x-queue-type': 'classic',
-          'x-message-ttl': Math.round(delay * 1.25),
-          'x-dead-letter-exchange': '',
-          'x-dead-letter-routing-key': names.queue,
-        },
-      });
-    }
   }
 
   /** A channel the broker closes (a protocol error) while the connection lives: reconnect everything. */
