@@ -65,7 +65,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
   const relay = new OutboxRelay(runnerDb(db), broker, definition.name, log);
   const runner = new Runner<T, S>({
     db,
-    broker,
+    transport: broker,
     relay,
     handlers: definition.handlers,
     store: definition.store,

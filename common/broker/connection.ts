@@ -6,15 +6,11 @@
  */
 import { EventEmitter, once } from 'node:events';
 import type { Socket } from 'node:net';
-import amqp, {
-  type Channel,
-  type ConfirmChannel,
-  type ConsumeMessage,
-  type Options,
-  type RecoveringChannelModel,
-} from 'amqplib';
+import amqp, { type Channel, type ConfirmChannel, type Options, type RecoveringChannelModel } from 'amqplib';
 import { type Config, redactUrl } from '../config.ts';
 import type { Logger } from '../logger.ts';
+import type { Delivery, Transport } from '../transport.ts';
+import { AmqpDelivery, BrokerSettlement } from './settlement.ts';
 import { declareTopology, type QueueNames, type Topology } from './topology.ts';
 
 export interface OutgoingMessage {
@@ -23,8 +19,6 @@ export interface OutgoingMessage {
   content: Buffer;
   options: Options.Publish;
 }
-
-export type MessageListener = (message: ConsumeMessage, channel: Channel) => void;
 
 export class BrokerUnreachableError extends Error {
   override name = 'BrokerUnreachableError';
@@ -35,18 +29,19 @@ export class UnroutableError extends Error {
   override name = 'UnroutableError';
 }
 
-export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
+export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implements Transport {
   private connection?: RecoveringChannelModel;
   /** The live connection underneath the recovering one, set by each setup. */
   private model?: amqp.ChannelModel;
   private publisher?: ConfirmChannel;
   private consumer?: Channel;
   private consumerTag?: string;
-  private listener?: MessageListener;
+  private listener?: (delivery: Delivery) => void;
   private readonly returned = new Set<string>();
   private fatal?: Error;
   private closing = false;
   ready = false;
+  readonly settlement: BrokerSettlement;
 
   private readonly config: Config;
 
@@ -62,10 +57,16 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
     this.topology = topology;
 
     this.log = log;
+
+    this.settlement = new BrokerSettlement(this, log);
   }
 
   get names(): QueueNames {
     return this.topology.names;
+  }
+
+  get queue(): string {
+    return this.topology.names.queue;
   }
 
   /**
@@ -192,10 +193,11 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
     const channel = await model.createChannel();
     this.watchChannel(channel, 'consumer');
     await channel.prefetch(this.config.prefetch);
+    const consumer = { channel, queue: this.queue, unacked: new Set<number>() };
     const { consumerTag } = await channel.consume(
-      this.topology.names.queue,
+      this.queue,
       (message) => {
-        if (message) listener(message, channel);
+        if (message) listener(new AmqpDelivery(message, consumer));
         else this.forceReconnect(); // the broker cancelled us (queue deleted): declare again
       },
       { noAck: false },
@@ -205,7 +207,7 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
   }
 
   /** Starts consuming the service's queue; after a reconnect the consumer is opened again. */
-  async consume(listener: MessageListener): Promise<void> {
+  async consume(listener: (delivery: Delivery) => void): Promise<void> {
     this.listener = listener;
     if (this.model && this.ready && !this.consumer) await this.openConsumer(this.model);
   }

@@ -33,6 +33,12 @@ export function queueNames(exchange: string, service: string): QueueNames {
   };
 }
 
+/**
+ * How far a retried copy's wait strays from its tier's delay, either way (±25 %), so that copies
+ * that failed together do not all come back together. The tier queue's TTL is the delay plus it.
+ */
+export const RETRY_JITTER = 0.25;
+
 /** What one service declares. */
 export interface Topology {
   names: QueueNames;
@@ -89,7 +95,7 @@ export async function declareTopology(
       durable: true,
       arguments: {
         'x-queue-type': 'classic',
-        'x-message-ttl': Math.round(delay * 1.25),
+        'x-message-ttl': Math.round(delay * (1 + RETRY_JITTER)),
         'x-dead-letter-exchange': '',
         'x-dead-letter-routing-key': names.queue,
       },
