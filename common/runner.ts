@@ -36,7 +36,7 @@ import { GroupCommit, type Unit } from './group-commit.ts';
 import { SAGA_HEADER } from './headers.ts';
 import type { Logger } from './logger.ts';
 import { type OutboxRelay, writeOutbox } from './outbox.ts';
-import { type RetryPolicy, recoveryFor, retryPolicy } from './recoverability.ts';
+import { type ParkReason, type RetryPolicy, recoveryFor, retryPolicy } from './recoverability.ts';
 import { within } from './timers.ts';
 import type { Delivery, Transport } from './transport.ts';
 
@@ -71,6 +71,32 @@ export interface Committed<R> {
   emitted: SagaEvent[];
 }
 
+/** What became of a delivery (saga.md's outcomes of `saga_messages_total`). */
+export type DeliveryOutcome =
+  | { outcome: 'handled' }
+  /** Handled before: the inbox skipped it. */
+  | { outcome: 'duplicate' }
+  /** Attempt `attempt` failed: it is tried again in about `delayMs`. */
+  | { outcome: 'retried'; attempt: number; delayMs: number }
+  | { outcome: 'parked'; reason: ParkReason };
+
+/** A delivery whose outcome is final: committed, or its retry or parked copy safe with the broker. */
+export type SettledDelivery = DeliveryOutcome & {
+  routingKey: string;
+  messageId: string | undefined;
+  /** From the delivery reaching the runner to its outcome being final, waiting for its burst included. */
+  durationMs: number;
+};
+
+/**
+ * Where metrics and tracing hang on the runner without touching its loop. Called on the writer's
+ * path: keep it quick. What it throws is logged and otherwise ignored.
+ */
+export interface RunnerHooks {
+  /** Once per delivery, when its outcome is final. */
+  settled(delivery: SettledDelivery): void;
+}
+
 export interface RunnerOptions<T, S> {
   db: Db<T>;
   /** Where deliveries come from, and how they are settled. */
@@ -83,6 +109,8 @@ export interface RunnerOptions<T, S> {
   onEmitted?: (trx: Tx<T>, events: SagaEvent[]) => Promise<void>;
   /** Called after each commit, with the events it emitted (maybe none). */
   afterCommit?: (events: SagaEvent[]) => void;
+  /** None by default: then the runner neither times deliveries nor builds their outcomes. */
+  hooks?: RunnerHooks;
   config: Config;
   log: Logger;
 }
@@ -176,22 +204,24 @@ export class Runner<T, S> {
   }
 
   private async handle(delivery: Delivery): Promise<void> {
-    const { handlers, config, store, log, transport } = this.options;
+    const { handlers, config, store, log, transport, hooks } = this.options;
+    const started = hooks ? performance.now() : 0;
     let event: SagaEvent;
     try {
       event = decode(delivery);
     } catch (error) {
-      return this.recover(delivery, error);
+      return this.recover(delivery, error, started);
     }
     const handler = handlers[event.type] as Handler<RoutingKey, S> | undefined;
     if (!handler) {
       const error = new PermanentError('unknown-routing-key', `no handler for ${event.type}`);
-      return this.recover(delivery, error, event);
+      return this.recover(delivery, error, started, event);
     }
     const context = sagaContextOf(event, delivery.headers);
     // The context carries x-fail-at on either way; only a service with fault injection on acts on it.
     const failAt = config.faultInjection ? context.failAt : undefined;
     return new Promise<void>((done) => {
+      let duplicate = false;
       this.commits.enqueue({
         apply: async (trx) => {
           const inserted = await insertInbox(runnerTx(trx), {
@@ -201,14 +231,20 @@ export class Runner<T, S> {
           });
           if (Number(inserted.numAffectedRows ?? 0) === 0) {
             log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
+            duplicate = true;
             return undefined;
           }
           const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
           return this.writeEvents(trx, emit, context);
         },
-        committed: done,
+        committed: hooks
+          ? () => {
+              this.report(delivery, { outcome: duplicate ? 'duplicate' : 'handled' }, started);
+              done();
+            }
+          : done,
         failed: async (error) => {
-          await this.recover(delivery, error, event);
+          await this.recover(delivery, error, started, event);
           done();
         },
         delivery,
@@ -217,8 +253,8 @@ export class Runner<T, S> {
   }
 
   /** Retries or parks a delivery that failed, as the retry policy says; the transport carries it out. */
-  private recover(delivery: Delivery, error: unknown, event?: SagaEvent): Promise<void> {
-    const { log, transport } = this.options;
+  private recover(delivery: Delivery, error: unknown, started: number, event?: SagaEvent): Promise<void> {
+    const { log, transport, hooks } = this.options;
     const { attempt } = delivery;
     const recovery = recoveryFor(error, attempt, this.retries);
     if (recovery.action === 'park') {
@@ -228,13 +264,33 @@ export class Runner<T, S> {
         { reason, err: messageOf(error), routingKey, messageId },
         'message parked in the dead-letter queue',
       );
-      return transport.settlement.park(delivery, reason, messageOf(error));
+      const parked = transport.settlement.park(delivery, reason, messageOf(error));
+      return hooks
+        ? parked.then(() => this.report(delivery, { outcome: 'parked', reason }, started))
+        : parked;
     }
     log.warn(
       { err: messageOf(error), type: event?.type, id: event?.id, attempt, retryInMs: recovery.delayMs },
       'handler failed, will retry',
     );
-    return transport.settlement.retry(delivery, recovery.tier, recovery.delayMs);
+    const retried = transport.settlement.retry(delivery, recovery.tier, recovery.delayMs);
+    if (!hooks) return retried;
+    const outcome = { outcome: 'retried', attempt, delayMs: recovery.delayMs } as const;
+    return retried.then(() => this.report(delivery, outcome, started));
+  }
+
+  private report(delivery: Delivery, outcome: DeliveryOutcome, started: number): void {
+    const { routingKey, messageId } = delivery;
+    try {
+      this.options.hooks?.settled({
+        ...outcome,
+        routingKey,
+        messageId,
+        durationMs: performance.now() - started,
+      });
+    } catch (error) {
+      this.options.log.error({ err: error }, 'a runner hook failed');
+    }
   }
 
   /** Forgets handled message ids and published outbox rows older than the retention window. */
