@@ -6,7 +6,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import amqp from 'amqplib';
+import amqp from '../common/broker/client.ts';
 import { anOrderCreated } from '../test/support/builders.ts';
 
 export interface RawOptions {

@@ -6,8 +6,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import amqp from '../../common/broker/client.ts';
 import { queueNames } from '../../common/broker/topology.ts';
 import { SERVICES } from '../../common/events.ts';
 import { checkUntilClean, waitUntilSettled } from '../../scripts/consistency.ts';

@@ -6,8 +6,13 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import amqp, { type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import amqp, {
+  type ChannelModel,
+  type ConfirmChannel,
+  type ConsumeMessage,
+  type Options,
+} from '../../common/broker/client.ts';
 import { queueNames } from '../../common/broker/topology.ts';
 import type { SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import amqp from 'amqplib';
+import amqp from '../../common/broker/client.ts';
 import { deadLetterExchangeOf, queueNames } from '../../common/broker/topology.ts';
 import { CONFIG_KEYS } from '../../common/config.ts';
 import { SERVICES, type ServiceName } from '../../common/events.ts';
