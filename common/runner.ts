@@ -11,7 +11,6 @@
  */
 import type { Kysely } from 'kysely';
 import type { Config } from './config.ts';
-import { contracts } from './contracts.ts';
 import {
   type Db,
   nowIso,
@@ -22,23 +21,18 @@ import {
   runnerTx,
   type Tx,
 } from './db.ts';
+import { decode, sagaContextOf } from './decode.ts';
 import { PermanentError } from './errors.ts';
-import {
-  type Emit,
-  FAIL_AT_VALUES,
-  type FailAt,
-  isRoutingKey,
-  type RoutingKey,
-  type SagaContext,
-  type SagaEvent,
-} from './events.ts';
+import type { Emit, FailAt, RoutingKey, SagaContext, SagaEvent } from './events.ts';
 import { GroupCommit, type Unit } from './group-commit.ts';
-import { SAGA_HEADER } from './headers.ts';
 import type { Logger } from './logger.ts';
 import { type OutboxRelay, writeOutbox } from './outbox.ts';
 import { type ParkReason, type RetryPolicy, recoveryFor, retryPolicy } from './recoverability.ts';
 import { within } from './timers.ts';
 import type { Delivery, Transport } from './transport.ts';
+
+// Decoding was the runner's before it had a module of its own: where its callers find it.
+export { decode } from './decode.ts';
 
 export interface HandlerContext {
   /** The step this order's saga was asked to fail at (`x-fail-at`), when fault injection is on. */
@@ -117,7 +111,7 @@ export interface RunnerOptions<T, S> {
 
 /** A unit of the group commit: a delivered message, or work from outside a message (an HTTP request, a timer). */
 interface RunnerUnit<T> extends Unit<T> {
-  /** The delivery to ack once the unit is committed; none for work from outside a message. */
+  /** The delivery to settle as handled once the unit is committed; none for work from outside a message. */
   delivery?: Delivery;
 }
 
@@ -307,50 +301,7 @@ export class Runner<T, S> {
   }
 }
 
-/** Parses and validates a delivery; throws a PermanentError that says what is wrong with it. */
-export function decode(message: Pick<Delivery, 'content' | 'type'>): SagaEvent {
-  let body: unknown;
-  try {
-    body = JSON.parse(message.content.toString('utf8'));
-  } catch (error) {
-    throw new PermanentError('malformed-json', `body is not JSON: ${(error as Error).message}`);
-  }
-  const envelopeProblems = contracts().validator('#/components/schemas/Envelope')(body);
-  if (envelopeProblems.length > 0) {
-    throw new PermanentError('schema-invalid', `invalid envelope: ${JSON.stringify(envelopeProblems)}`);
-  }
-  const event = body as SagaEvent;
-  if (!isRoutingKey(event.type))
-    throw new PermanentError('unknown-routing-key', `unknown event type ${event.type}`);
-  const { type } = message;
-  if (type !== undefined && type !== event.type) {
-    throw new PermanentError(
-      'schema-invalid',
-      `AMQP type ${String(type)} differs from the body's type ${event.type}`,
-    );
-  }
-  const problems = contracts().validator(`#/components/schemas/${event.type}`, '/data')(event.data);
-  if (problems.length > 0)
-    throw new PermanentError('schema-invalid', `invalid ${event.type}: ${JSON.stringify(problems)}`);
-  return event;
-}
-
 // A handler may throw anything, not only an Error.
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-function stringHeader(value: unknown): string | undefined {
-  return typeof value === 'string' ? value : undefined;
-}
-
-/** The saga context of the event being handled, which the events it causes carry on. */
-function sagaContextOf(event: SagaEvent, headers: Delivery['headers']): SagaContext {
-  const failAt = headers[SAGA_HEADER.failAt] as FailAt;
-  return {
-    orderId: event.orderId,
-    traceparent: stringHeader(headers[SAGA_HEADER.traceparent]),
-    causationId: event.id,
-    failAt: FAIL_AT_VALUES.includes(failAt) ? failAt : undefined,
-  };
 }
