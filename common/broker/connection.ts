@@ -13,6 +13,7 @@ import type { Delivery, Transport } from '../transport.ts';
 import { AmqpDelivery, BrokerSettlement } from './settlement.ts';
 import { declareTopology, type QueueNames, type Topology } from './topology.ts';
 
+/** A message to publish: where to, its body, and its AMQP properties. */
 export interface OutgoingMessage {
   exchange: string;
   routingKey: string;
@@ -29,6 +30,7 @@ export class UnroutableError extends Error {
   override name = 'UnroutableError';
 }
 
+/** One service's broker: its connection, its topology, and the transport its runner consumes from. */
 export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implements Transport {
   private connection?: RecoveringChannelModel;
   /** The live connection underneath the recovering one, set by each setup. */
@@ -41,6 +43,7 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
   private fatal?: Error;
   private closing = false;
   ready = false;
+  /** Settles what this broker delivered: acks, retried and parked copies. */
   readonly settlement: BrokerSettlement;
 
   private readonly config: Config;
@@ -65,6 +68,7 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
     return this.topology.names;
   }
 
+  /** The service's work queue. */
   get queue(): string {
     return this.topology.names.queue;
   }
