@@ -7,7 +7,7 @@
  * go out at once, not a confirm round trip later.
  */
 import type { Kysely, Transaction } from 'kysely';
-import type { Broker, OutgoingMessage } from './amqp.ts';
+import type { Broker, OutgoingMessage } from './broker/connection.ts';
 import { contracts } from './contracts.ts';
 import { nowIso, type Params, prepare, type RunnerTables } from './db.ts';
 import {
@@ -19,16 +19,10 @@ import {
   type SagaEvent,
   type ServiceName,
 } from './events.ts';
+import { SAGA_HEADER } from './headers.ts';
 import { childTraceparent, newId } from './ids.ts';
 import type { Logger } from './logger.ts';
 import { type Repeating, repeat, within } from './timers.ts';
-
-/** Header names of the saga context (saga.md, "Event envelope"). */
-export const HEADER = {
-  traceparent: 'traceparent',
-  causationId: 'x-causation-id',
-  failAt: 'x-fail-at',
-} as const;
 
 /**
  * The saga headers an emitted event travels with: its own order's context when it brings one,
@@ -42,9 +36,9 @@ export function sagaHeaders(e: Emit, handled: SagaContext): Record<string, strin
     ? { ...e.context, causationId: handled.causationId ?? e.context.causationId }
     : handled;
   const orderId = orderIdOf(e.data);
-  const headers: Record<string, string> = { [HEADER.traceparent]: childTraceparent(saga.traceparent) };
-  if (saga.causationId) headers[HEADER.causationId] = saga.causationId;
-  if (saga.failAt && orderId && orderId === saga.orderId) headers[HEADER.failAt] = saga.failAt;
+  const headers: Record<string, string> = { [SAGA_HEADER.traceparent]: childTraceparent(saga.traceparent) };
+  if (saga.causationId) headers[SAGA_HEADER.causationId] = saga.causationId;
+  if (saga.failAt && orderId && orderId === saga.orderId) headers[SAGA_HEADER.failAt] = saga.failAt;
   return headers;
 }
 

@@ -1,19 +1,16 @@
 /**
- * The runner: the one piece of I/O every service shares. For each delivered message:
- * decode and validate it, skip it if this consumer already handled it (inbox), and otherwise, in
- * ONE local transaction, record it in the inbox, call the handler and write the events it
- * returns to the outbox; commit; then ack. A handler never touches a channel.
+ * The runner: the pipeline every service shares. For each delivery: decode and validate it; in
+ * the group commit's transaction, skip it if this consumer already handled it (inbox), else record
+ * it in the inbox, call the handler and write the events it returns to the outbox; once committed,
+ * the transport settles it. A handler never touches a channel, and neither does the runner.
  *
- * Failures: a message no retry can fix (bad JSON, unknown routing key, schema violation) is
- * parked at once in the service's dead-letter queue with its reason. A handler that throws is
- * retried through delay queues with exponential backoff; after the last attempt it is parked too.
- * A message is acked only once its outcome (committed, retried or parked) is safe with the broker.
+ * Failures: what to do with a message that failed is the retry policy's answer (recoverability.ts):
+ * a message no retry can fix (bad JSON, unknown routing key, schema violation) is parked at once
+ * with its reason; a handler that throws is retried with exponential backoff, then parked too.
+ * A message is settled only once its outcome (committed, retried or parked) is safe.
  */
-import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Kysely } from 'kysely';
-import type { Broker } from './amqp.ts';
 import type { Config } from './config.ts';
-import { contracts } from './contracts.ts';
 import {
   type Db,
   nowIso,
@@ -24,19 +21,18 @@ import {
   runnerTx,
   type Tx,
 } from './db.ts';
+import { decode, sagaContextOf } from './decode.ts';
 import { PermanentError } from './errors.ts';
-import {
-  type Emit,
-  FAIL_AT_VALUES,
-  type FailAt,
-  isRoutingKey,
-  type RoutingKey,
-  type SagaContext,
-  type SagaEvent,
-} from './events.ts';
+import type { Emit, FailAt, RoutingKey, SagaContext, SagaEvent } from './events.ts';
+import { GroupCommit, type Unit } from './group-commit.ts';
 import type { Logger } from './logger.ts';
-import { HEADER, type OutboxRelay, writeOutbox } from './outbox.ts';
+import { type OutboxRelay, writeOutbox } from './outbox.ts';
+import { type ParkReason, type RetryPolicy, recoveryFor, retryPolicy } from './recoverability.ts';
 import { within } from './timers.ts';
+import type { Delivery, Transport } from './transport.ts';
+
+// Decoding was the runner's before it had a module of its own: where its callers find it.
+export { decode } from './decode.ts';
 
 export interface HandlerContext {
   /** The step this order's saga was asked to fail at (`x-fail-at`), when fault injection is on. */
@@ -69,20 +65,36 @@ export interface Committed<R> {
   emitted: SagaEvent[];
 }
 
-export const ATTEMPT_HEADER = 'x-attempt';
-/** Headers on a parked message (dead-letter queue). */
-export const DEAD_HEADER = {
-  reason: 'x-dead-reason',
-  error: 'x-dead-error',
-  attempts: 'x-dead-attempts',
-  routingKey: 'x-original-routing-key',
-  queue: 'x-original-queue',
-  at: 'x-dead-at',
-} as const;
+/** What became of a delivery (saga.md's outcomes of `saga_messages_total`). */
+export type DeliveryOutcome =
+  | { outcome: 'handled' }
+  /** Handled before: the inbox skipped it. */
+  | { outcome: 'duplicate' }
+  /** Attempt `attempt` failed: it is tried again in about `delayMs`. */
+  | { outcome: 'retried'; attempt: number; delayMs: number }
+  | { outcome: 'parked'; reason: ParkReason };
+
+/** A delivery whose outcome is final: committed, or its retry or parked copy safe with the broker. */
+export type SettledDelivery = DeliveryOutcome & {
+  routingKey: string;
+  messageId: string | undefined;
+  /** From the delivery reaching the runner to its outcome being final, waiting for its burst included. */
+  durationMs: number;
+};
+
+/**
+ * Where metrics and tracing hang on the runner without touching its loop. Called on the writer's
+ * path: keep it quick. What it throws is logged and otherwise ignored.
+ */
+export interface RunnerHooks {
+  /** Once per delivery, when its outcome is final. */
+  settled(delivery: SettledDelivery): void;
+}
 
 export interface RunnerOptions<T, S> {
   db: Db<T>;
-  broker: Broker;
+  /** Where deliveries come from, and how they are settled. */
+  transport: Transport;
   relay: OutboxRelay;
   handlers: Handlers<S>;
   /** Builds the service's store over a transaction. */
@@ -91,28 +103,16 @@ export interface RunnerOptions<T, S> {
   onEmitted?: (trx: Tx<T>, events: SagaEvent[]) => Promise<void>;
   /** Called after each commit, with the events it emitted (maybe none). */
   afterCommit?: (events: SagaEvent[]) => void;
+  /** None by default: then the runner neither times deliveries nor builds their outcomes. */
+  hooks?: RunnerHooks;
   config: Config;
   log: Logger;
 }
 
-/** The delay of each retry tier: base, 2×base, 4×base, … one tier per retry. */
-export function retryDelays(config: Pick<Config, 'retryAttempts' | 'retryBaseDelayMs'>): number[] {
-  return Array.from({ length: config.retryAttempts - 1 }, (_, i) => config.retryBaseDelayMs * 2 ** i);
-}
-
-/**
- * One unit of work for the writer: a delivered message, or work from outside a message (an HTTP
- * request, a timer). Units are run a burst at a time, in one transaction.
- */
-interface Unit<T> {
-  /** Applies the unit in the burst's transaction: the events it wrote, or undefined if it was a duplicate. */
-  apply: (trx: Tx<T>) => Promise<SagaEvent[] | undefined>;
-  /** After the transaction that applied it committed (and its delivery, if any, was acked). */
-  committed: () => void;
-  /** When it failed alone, in a transaction of its own (rolled back). */
-  failed: (error: unknown) => Promise<void>;
-  /** The delivery to ack once the unit is committed; none for work from outside a message. */
-  delivery?: { channel: Channel; message: ConsumeMessage };
+/** A unit of the group commit: a delivered message, or work from outside a message (an HTTP request, a timer). */
+interface RunnerUnit<T> extends Unit<T> {
+  /** The delivery to settle as handled once the unit is committed; none for work from outside a message. */
+  delivery?: Delivery;
 }
 
 const insertInbox = prepare(
@@ -123,21 +123,23 @@ const insertInbox = prepare(
       .onConflict((oc) => oc.doNothing()),
 );
 
-/** Most units in one transaction (the prefetch bounds how many deliveries are waiting). */
-const BURST = 64;
-
 export class Runner<T, S> {
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly pending: Unit<T>[] = [];
-  private working?: Promise<void>;
-  private readonly delays: number[];
+  private readonly commits: GroupCommit<T, RunnerUnit<T>>;
+  private readonly retries: RetryPolicy;
   private pruneTimer?: NodeJS.Timeout;
 
   private readonly options: RunnerOptions<T, S>;
 
   constructor(options: RunnerOptions<T, S>) {
     this.options = options;
-    this.delays = retryDelays(options.config);
+    this.retries = retryPolicy(options.config);
+    const { settlement } = options.transport;
+    this.commits = new GroupCommit(options.db, (burst, events) => {
+      if (events.length > 0) options.relay.wake();
+      options.afterCommit?.(events);
+      settlement.handled(burst.flatMap((unit) => (unit.delivery ? [unit.delivery] : [])));
+    });
   }
 
   get subscriptions(): RoutingKey[] {
@@ -145,9 +147,8 @@ export class Runner<T, S> {
   }
 
   async start(): Promise<void> {
-    await this.options.broker.consume((message, channel) => {
-      this.track(channel, message);
-      const work = this.handle(message, channel).catch((error) =>
+    await this.options.transport.consume((delivery) => {
+      const work = this.handle(delivery).catch((error) =>
         this.options.log.error({ err: error }, 'message handling failed unexpectedly'),
       );
       this.inFlight.add(work);
@@ -163,7 +164,7 @@ export class Runner<T, S> {
   /** Stops taking messages and waits (until the deadline) for the ones being handled. */
   async stop(deadline: number): Promise<boolean> {
     clearInterval(this.pruneTimer);
-    const cancelled = await within(this.options.broker.stopConsuming(), deadline);
+    const cancelled = await within(this.options.transport.stopConsuming(), deadline);
     const drained = await within(Promise.all(this.inFlight), deadline);
     return cancelled && drained;
   }
@@ -177,7 +178,7 @@ export class Runner<T, S> {
     const { store } = this.options;
     return new Promise((resolve, reject) => {
       let committed: Committed<R>;
-      this.enqueue({
+      this.commits.enqueue({
         apply: async (trx) => {
           const outcome = await work(store(trx));
           const emitted = await this.writeEvents(trx, outcome.emit, context);
@@ -190,263 +191,100 @@ export class Runner<T, S> {
     });
   }
 
-  private committed(events: SagaEvent[]): void {
-    if (events.length > 0) this.options.relay.wake();
-    this.options.afterCommit?.(events);
-  }
-
   private async writeEvents(trx: Tx<T>, emit: Emit[], context: SagaContext): Promise<SagaEvent[]> {
     const events = await writeOutbox(runnerTx(trx), emit, context);
     if (events.length > 0) await this.options.onEmitted?.(trx, events);
     return events;
   }
 
-  private async handle(message: ConsumeMessage, channel: Channel): Promise<void> {
-    const { handlers, config, store, log, broker } = this.options;
+  private async handle(delivery: Delivery): Promise<void> {
+    const { handlers, config, store, log, transport, hooks } = this.options;
+    const started = hooks ? performance.now() : 0;
     let event: SagaEvent;
     try {
-      event = decode(message);
+      event = decode(delivery);
     } catch (error) {
-      return this.park(message, channel, error as Error);
+      return this.recover(delivery, error, started);
     }
     const handler = handlers[event.type] as Handler<RoutingKey, S> | undefined;
     if (!handler) {
-      return this.park(
-        message,
-        channel,
-        new PermanentError('unknown-routing-key', `no handler for ${event.type}`),
-      );
+      const error = new PermanentError('unknown-routing-key', `no handler for ${event.type}`);
+      return this.recover(delivery, error, started, event);
     }
-    const headers = message.properties.headers ?? {};
-    const failAtHeader = headers[HEADER.failAt];
-    // The context carries it on either way; only a service with fault injection on acts on it.
-    const requested = FAIL_AT_VALUES.includes(failAtHeader) ? (failAtHeader as FailAt) : undefined;
-    const failAt = config.faultInjection ? requested : undefined;
-    const context: SagaContext = {
-      orderId: event.orderId,
-      traceparent: stringHeader(headers[HEADER.traceparent]),
-      causationId: event.id,
-      failAt: requested,
-    };
+    const context = sagaContextOf(event, delivery.headers);
+    // The context carries x-fail-at on either way; only a service with fault injection on acts on it.
+    const failAt = config.faultInjection ? context.failAt : undefined;
     return new Promise<void>((done) => {
-      this.enqueue({
+      let duplicate = false;
+      this.commits.enqueue({
         apply: async (trx) => {
           const inserted = await insertInbox(runnerTx(trx), {
             messageId: event.id,
-            consumer: broker.names.queue,
+            consumer: transport.queue,
             at: nowIso(),
           });
           if (Number(inserted.numAffectedRows ?? 0) === 0) {
             log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
+            duplicate = true;
             return undefined;
           }
           const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
           return this.writeEvents(trx, emit, context);
         },
-        committed: done,
+        committed: hooks
+          ? () => {
+              this.report(delivery, { outcome: duplicate ? 'duplicate' : 'handled' }, started);
+              done();
+            }
+          : done,
         failed: async (error) => {
-          await (error instanceof PermanentError
-            ? this.park(message, channel, error)
-            : this.retry(message, channel, event, error as Error));
+          await this.recover(delivery, error, started, event);
           done();
         },
-        delivery: { channel, message },
+        delivery,
       });
     });
   }
 
-  private enqueue(unit: Unit<T>): void {
-    this.pending.push(unit);
-    this.kick();
-  }
-
-  private kick(): void {
-    if (this.working) return;
-    this.working = this.work().finally(() => {
-      this.working = undefined;
-      // Enqueued after the loop's last look, before this callback: nobody else would start it.
-      if (this.pending.length > 0) this.kick();
-    });
-  }
-
-  /**
-   * Runs what is waiting, a burst at a time: one transaction for the whole burst (one commit
-   * instead of one per unit, the main cost under load). In it, each message still has its own
-   * inbox row and outbox rows. If any unit of the burst fails, the burst rolls back and each unit
-   * runs again alone, so a failure never touches another unit's outcome.
-   */
-  private async work(): Promise<void> {
-    while (this.pending.length > 0) {
-      await this.runBurst(this.pending.splice(0, BURST));
+  /** Retries or parks a delivery that failed, as the retry policy says; the transport carries it out. */
+  private recover(delivery: Delivery, error: unknown, started: number, event?: SagaEvent): Promise<void> {
+    const { log, transport, hooks } = this.options;
+    const { attempt } = delivery;
+    const recovery = recoveryFor(error, attempt, this.retries);
+    if (recovery.action === 'park') {
+      const { reason } = recovery;
+      const { routingKey, messageId } = delivery;
+      log.error(
+        { reason, err: messageOf(error), routingKey, messageId },
+        'message parked in the dead-letter queue',
+      );
+      const parked = transport.settlement.park(delivery, reason, messageOf(error));
+      return hooks
+        ? parked.then(() => this.report(delivery, { outcome: 'parked', reason }, started))
+        : parked;
     }
-  }
-
-  private async runBurst(burst: Unit<T>[]): Promise<void> {
-    let outcomes: (SagaEvent[] | undefined)[];
-    try {
-      outcomes = await this.options.db.transaction().execute(async (trx) => {
-        const out: (SagaEvent[] | undefined)[] = [];
-        for (const unit of burst) out.push(await unit.apply(trx));
-        return out;
-      });
-    } catch (error) {
-      if (burst.length > 1) {
-        for (const unit of burst) await this.runBurst([unit]);
-        return;
-      }
-      await burst[0]?.failed(error);
-      return;
-    }
-    this.committed(outcomes.flatMap((events) => events ?? []));
-    this.ackBurst(burst.flatMap((unit) => (unit.delivery ? [unit.delivery] : [])));
-    for (const unit of burst) unit.committed();
-  }
-
-  /**
-   * One `multiple` ack for the burst when every unacked delivery up to its last one is in it
-   * (the usual case); otherwise one ack each, so that a message still being parked or retried
-   * is never acked before its copy is safe.
-   */
-  private ackBurst(burst: { channel: Channel; message: ConsumeMessage }[]): void {
-    const [first] = burst;
-    if (!first) return;
-    const { channel } = first;
-    const outstanding = this.unacked.get(channel);
-    const tags = new Set(burst.map((d) => d.message.fields.deliveryTag));
-    const last = burst.reduce((a, b) =>
-      b.message.fields.deliveryTag > a.message.fields.deliveryTag ? b : a,
-    );
-    const lastTag = last.message.fields.deliveryTag;
-    const oneChannel = burst.every((d) => d.channel === channel);
-    if (
-      burst.length > 1 &&
-      oneChannel &&
-      outstanding &&
-      [...outstanding].every((t) => t > lastTag || tags.has(t))
-    ) {
-      for (const tag of tags) outstanding.delete(tag);
-      settle(() => channel.ack(last.message, true));
-      return;
-    }
-    for (const { channel, message } of burst) this.ack(channel, message);
-  }
-
-  // Deliveries not yet acked, per channel: what a `multiple` ack would cover.
-  private readonly unacked = new WeakMap<Channel, Set<number>>();
-
-  private track(channel: Channel, message: ConsumeMessage): void {
-    const tags = this.unacked.get(channel) ?? new Set<number>();
-    this.unacked.set(channel, tags);
-    tags.add(message.fields.deliveryTag);
-  }
-
-  private ack(channel: Channel, message: ConsumeMessage): void {
-    this.unacked.get(channel)?.delete(message.fields.deliveryTag);
-    settle(() => channel.ack(message));
-  }
-
-  private nack(channel: Channel, message: ConsumeMessage, requeue: boolean): void {
-    this.unacked.get(channel)?.delete(message.fields.deliveryTag);
-    settle(() => channel.nack(message, false, requeue));
-  }
-
-  /** Sends the message to the next delay queue (attempt + 1), or parks it after the last attempt. */
-  private async retry(
-    message: ConsumeMessage,
-    channel: Channel,
-    event: SagaEvent,
-    error: Error,
-  ): Promise<void> {
-    const { broker, log } = this.options;
-    const attempt = attemptOf(message);
-    if (attempt >= this.options.config.retryAttempts) {
-      return this.park(message, channel, error, 'retries-exhausted');
-    }
-    const tier = Math.min(attempt - 1, this.delays.length - 1);
-    const delay = this.delays[tier] ?? 0;
     log.warn(
-      { err: error.message, type: event.type, id: event.id, attempt, retryInMs: delay },
+      { err: messageOf(error), type: event?.type, id: event?.id, attempt, retryInMs: recovery.delayMs },
       'handler failed, will retry',
     );
-    try {
-      await broker.publish([
-        {
-          exchange: '',
-          routingKey: broker.names.retryQueue(tier),
-          content: message.content,
-          options: {
-            ...message.properties,
-            // The tier's queue TTL is 1.25×delay; jitter the message below it. A message waits at most
-            // the jitter width behind a longer-lived one: no real head-of-line blocking.
-            expiration: String(Math.round(delay * (0.75 + Math.random() * 0.5))),
-            headers: {
-              ...message.properties.headers,
-              [ATTEMPT_HEADER]: attempt + 1,
-              // Back from the delay queue, the routing key is the queue's name: keep the original.
-              [DEAD_HEADER.routingKey]: this.originalRoutingKey(message),
-            },
-          },
-        },
-      ]);
-      this.ack(channel, message);
-    } catch (publishError) {
-      log.warn(
-        { err: (publishError as Error).message },
-        'could not schedule the retry; the message goes back to the queue',
-      );
-      this.nack(channel, message, true);
-    }
+    const retried = transport.settlement.retry(delivery, recovery.tier, recovery.delayMs);
+    if (!hooks) return retried;
+    const outcome = { outcome: 'retried', attempt, delayMs: recovery.delayMs } as const;
+    return retried.then(() => this.report(delivery, outcome, started));
   }
 
-  /** Parks the message unchanged in the dead-letter queue, with headers saying why; then acks it. */
-  private async park(
-    message: ConsumeMessage,
-    channel: Channel,
-    error: Error,
-    reason?: string,
-  ): Promise<void> {
-    const { broker, log } = this.options;
-    const why = reason ?? (error instanceof PermanentError ? error.reason : 'handler-error');
-    const routingKey = this.originalRoutingKey(message);
-    log.error(
-      { reason: why, err: error.message, routingKey, messageId: message.properties.messageId },
-      'message parked in the dead-letter queue',
-    );
+  private report(delivery: Delivery, outcome: DeliveryOutcome, started: number): void {
+    const { routingKey, messageId } = delivery;
     try {
-      await broker.publish([
-        {
-          exchange: broker.names.deadLetterExchange,
-          routingKey: broker.names.queue,
-          content: message.content,
-          options: {
-            ...message.properties,
-            expiration: undefined,
-            headers: {
-              ...message.properties.headers,
-              [DEAD_HEADER.reason]: why,
-              [DEAD_HEADER.error]: error.message.slice(0, 1000),
-              [DEAD_HEADER.attempts]: attemptOf(message),
-              [DEAD_HEADER.routingKey]: routingKey,
-              [DEAD_HEADER.queue]: broker.names.queue,
-              [DEAD_HEADER.at]: nowIso(),
-            },
-          },
-        },
-      ]);
-      this.ack(channel, message);
-    } catch {
-      // The queue's own dead-letter exchange parks it (with x-death headers instead of ours).
-      this.nack(channel, message, false);
+      this.options.hooks?.settled({
+        ...outcome,
+        routingKey,
+        messageId,
+        durationMs: performance.now() - started,
+      });
+    } catch (error) {
+      this.options.log.error({ err: error }, 'a runner hook failed');
     }
-  }
-
-  private originalRoutingKey(message: ConsumeMessage): string {
-    const kept = message.properties.headers?.[DEAD_HEADER.routingKey];
-    if (typeof kept === 'string') return kept;
-    const { routingKey } = message.fields;
-    return routingKey === this.options.broker.names.queue
-      ? String(message.properties.type ?? '')
-      : routingKey;
   }
 
   /** Forgets handled message ids and published outbox rows older than the retention window. */
@@ -463,47 +301,7 @@ export class Runner<T, S> {
   }
 }
 
-/** Parses and validates a delivery; throws a PermanentError that says what is wrong with it. */
-export function decode(message: ConsumeMessage): SagaEvent {
-  let body: unknown;
-  try {
-    body = JSON.parse(message.content.toString('utf8'));
-  } catch (error) {
-    throw new PermanentError('malformed-json', `body is not JSON: ${(error as Error).message}`);
-  }
-  const envelopeProblems = contracts().validator('#/components/schemas/Envelope')(body);
-  if (envelopeProblems.length > 0) {
-    throw new PermanentError('schema-invalid', `invalid envelope: ${JSON.stringify(envelopeProblems)}`);
-  }
-  const event = body as SagaEvent;
-  if (!isRoutingKey(event.type))
-    throw new PermanentError('unknown-routing-key', `unknown event type ${event.type}`);
-  const type = message.properties.type;
-  if (type !== undefined && type !== event.type) {
-    throw new PermanentError(
-      'schema-invalid',
-      `AMQP type ${String(type)} differs from the body's type ${event.type}`,
-    );
-  }
-  const problems = contracts().validator(`#/components/schemas/${event.type}`, '/data')(event.data);
-  if (problems.length > 0)
-    throw new PermanentError('schema-invalid', `invalid ${event.type}: ${JSON.stringify(problems)}`);
-  return event;
-}
-
-function attemptOf(message: ConsumeMessage): number {
-  const value = Number(message.properties.headers?.[ATTEMPT_HEADER] ?? 1);
-  return Number.isInteger(value) && value > 0 ? value : 1;
-}
-
-function stringHeader(value: unknown): string | undefined {
-  return typeof value === 'string' ? value : undefined;
-}
-
-// A channel may have closed since the delivery (broker restart): the message will be redelivered
-// and the inbox makes the second handling a no-op, so a failed ack is not an error.
-function settle(acknowledge: () => void): void {
-  try {
-    acknowledge();
-  } catch {}
+// A handler may throw anything, not only an Error.
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

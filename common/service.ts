@@ -4,14 +4,16 @@
  */
 import death from 'death';
 import type { Migration } from 'kysely/migration';
-import { Broker, BrokerUnreachableError, queueNames } from './amqp.ts';
+import { Broker, BrokerUnreachableError } from './broker/connection.ts';
+import { queueNames } from './broker/topology.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';
 import type { SagaEvent, ServiceName } from './events.ts';
 import { HttpServer } from './http.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { OutboxRelay } from './outbox.ts';
-import { type Handlers, Runner, retryDelays } from './runner.ts';
+import { retryDelays } from './recoverability.ts';
+import { type Handlers, Runner } from './runner.ts';
 import { type Repeating, repeat, within } from './timers.ts';
 
 export interface ServiceDefinition<T, S> {
@@ -63,7 +65,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
   const relay = new OutboxRelay(runnerDb(db), broker, definition.name, log);
   const runner = new Runner<T, S>({
     db,
-    broker,
+    transport: broker,
     relay,
     handlers: definition.handlers,
     store: definition.store,

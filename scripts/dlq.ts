@@ -14,18 +14,17 @@
  */
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
-import amqp, {
-  type Channel,
-  type ChannelModel,
-  type GetMessage,
-  type Message,
-  type Options,
-  type XDeath,
-} from 'amqplib';
-import { queueNames } from '../common/amqp.ts';
+import {
+  brokerDeath,
+  DeadLetters,
+  headerText,
+  originalRoutingKey,
+  type ParkedMessage,
+} from '../common/broker/dead-letters.ts';
+import { queueNames } from '../common/broker/topology.ts';
 import { ConfigError, loadConfig, redactUrl } from '../common/config.ts';
 import { SERVICES, type ServiceName } from '../common/events.ts';
-import { ATTEMPT_HEADER, DEAD_HEADER } from '../common/runner.ts';
+import { DEAD_HEADER } from '../common/headers.ts';
 
 const USAGE = `usage: npm run dlq -- <command> [--service NAME] [--limit N] [--yes]
 
@@ -55,19 +54,6 @@ interface Arguments {
 }
 
 class UsageError extends Error {}
-
-/** Headers the dead-lettering added (ours and the broker's): a replayed message starts afresh without them. */
-const DEAD_LETTER_HEADERS = new Set<string>([
-  ...Object.values(DEAD_HEADER),
-  ATTEMPT_HEADER,
-  'x-death',
-  'x-first-death-exchange',
-  'x-first-death-queue',
-  'x-first-death-reason',
-  'x-last-death-exchange',
-  'x-last-death-queue',
-  'x-last-death-reason',
-]);
 
 const ERROR_WIDTH = 160;
 
@@ -117,71 +103,28 @@ function parse(argv: string[]) {
   });
 }
 
-/** A header value as text: strings as they are, AMQP timestamps as ISO dates, the rest as JSON. */
-function text(value: unknown): string | undefined {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value === 'string') return value;
-  if (Buffer.isBuffer(value)) return value.toString('utf8');
-  if (typeof value === 'object' && (value as { '!'?: unknown })['!'] === 'timestamp') {
-    return new Date(Number((value as { value: unknown }).value) * 1000).toISOString();
-  }
-  return typeof value === 'object' ? JSON.stringify(value) : String(value);
-}
-
-/** The first x-death entry: what the broker itself records when it dead-letters a message. */
-function brokerDeath(message: Message): Partial<XDeath> | undefined {
-  const deaths: unknown = message.properties.headers?.['x-death'];
-  return Array.isArray(deaths) ? (deaths[0] as Partial<XDeath>) : undefined;
-}
-
-/**
- * The routing key the message was first published with: our header when the runner parked it,
- * else the broker's x-death record, else the AMQP type (which the saga sets to the routing key).
- */
-function originalRoutingKey(message: Message): string | undefined {
-  const headers = message.properties.headers ?? {};
-  const kept = text(headers[DEAD_HEADER.routingKey]);
-  if (kept) return kept;
-  const keys: unknown = brokerDeath(message)?.['routing-keys'];
-  if (Array.isArray(keys) && keys.length > 0) return text(keys[0]);
-  return text(message.properties.type);
-}
-
-function describeMessage(message: Message, index: number): string {
-  const headers = message.properties.headers ?? {};
+function describeMessage(message: ParkedMessage, index: number): string {
+  const { headers } = message;
   const death = brokerDeath(message);
-  const reason = text(headers[DEAD_HEADER.reason]) ?? (death ? `broker: ${text(death.reason)}` : 'unknown');
-  const attempts = text(headers[DEAD_HEADER.attempts]) ?? text(death?.count) ?? '?';
-  const at = text(headers[DEAD_HEADER.at]) ?? text(death?.time) ?? '?';
-  const error = (text(headers[DEAD_HEADER.error]) ?? '').replace(/\s+/g, ' ').trim();
+  const reason =
+    headerText(headers[DEAD_HEADER.reason]) ?? (death ? `broker: ${headerText(death.reason)}` : 'unknown');
+  const attempts = headerText(headers[DEAD_HEADER.attempts]) ?? headerText(death?.count) ?? '?';
+  const at = headerText(headers[DEAD_HEADER.at]) ?? headerText(death?.time) ?? '?';
+  const error = (headerText(headers[DEAD_HEADER.error]) ?? '').replace(/\s+/g, ' ').trim();
   const shown = error.length > ERROR_WIDTH ? `${error.slice(0, ERROR_WIDTH - 1)}…` : error;
   return [
-    `  ${index + 1}. ${message.properties.messageId ?? '(no message id)'}`,
+    `  ${index + 1}. ${message.messageId ?? '(no message id)'}`,
     `     routing key: ${originalRoutingKey(message) ?? '?'}   reason: ${reason}   attempts: ${attempts}   parked: ${at}`,
     ...(shown ? [`     error: ${shown}`] : []),
   ].join('\n');
 }
 
-/** Ready messages in the queue, or undefined when it does not exist (a 404 closes the channel). */
-async function countParked(connection: ChannelModel, queue: string): Promise<number | undefined> {
-  const channel = await connection.createChannel();
-  channel.on('error', () => {});
-  try {
-    return (await channel.checkQueue(queue)).messageCount;
-  } catch (error) {
-    if ((error as { code?: number }).code === 404) return undefined;
-    throw error;
-  } finally {
-    await channel.close().catch(() => {});
-  }
-}
-
 /** Each asked service's dead-letter queue and how many it holds; a missing queue is said and skipped. */
-async function parkedPerService(connection: ChannelModel, args: Arguments, exchange: string) {
+async function parkedPerService(dlq: DeadLetters, args: Arguments, exchange: string) {
   const found: { service: ServiceName; queue: string; workQueue: string; count: number }[] = [];
   for (const service of args.services) {
     const { deadLetterQueue: queue, queue: workQueue } = queueNames(exchange, service);
-    const count = await countParked(connection, queue);
+    const count = await dlq.count(queue);
     if (count === undefined)
       console.log(`${service}: no queue ${queue} (has ${service} run with SAGA_EXCHANGE=${exchange}?)`);
     else found.push({ service, queue, workQueue, count });
@@ -189,104 +132,24 @@ async function parkedPerService(connection: ChannelModel, args: Arguments, excha
   return found;
 }
 
-async function list(connection: ChannelModel, args: Arguments, exchange: string): Promise<number> {
+async function list(dlq: DeadLetters, args: Arguments, exchange: string): Promise<number> {
   const limit = args.limit ?? 20;
-  for (const { service, queue, count } of await parkedPerService(connection, args, exchange)) {
+  for (const { service, queue, count } of await parkedPerService(dlq, args, exchange)) {
     console.log(`${service}: ${count} parked in ${queue}`);
     if (count === 0 || limit === 0) continue;
-    // Held unacknowledged on one channel; closing it returns them all to the queue, in order.
-    const channel = await connection.createChannel();
-    const seen: GetMessage[] = [];
-    try {
-      while (seen.length < limit) {
-        const message = await channel.get(queue, { noAck: false });
-        if (!message) break;
-        seen.push(message);
-      }
-      for (const [i, message] of seen.entries()) console.log(describeMessage(message, i));
-    } finally {
-      await channel.close();
-    }
+    const seen = await dlq.peek(queue, limit);
+    for (const [i, message] of seen.entries()) console.log(describeMessage(message, i));
     if (count > seen.length)
       console.log(`  … and ${count - seen.length} more (--limit ${count} to see them)`);
   }
   return 0;
 }
 
-/**
- * The parked message's properties for its republication: unchanged but for the dead-letter
- * headers; the original routing key stays, since the message goes straight to its queue.
- */
-function republishOptions(message: Message, routingKey: string): Options.Publish {
-  const p = message.properties;
-  const headers = {
-    ...Object.fromEntries(
-      Object.entries(p.headers ?? {}).filter(([name]) => !DEAD_LETTER_HEADERS.has(name.toLowerCase())),
-    ),
-    [DEAD_HEADER.routingKey]: routingKey,
-  };
-  const options: Options.Publish = {
-    mandatory: true,
-    persistent: p.deliveryMode === 2,
-    headers,
-    contentType: p.contentType,
-    contentEncoding: p.contentEncoding,
-    correlationId: p.correlationId,
-    messageId: p.messageId,
-    type: p.type,
-    timestamp: p.timestamp,
-    appId: p.appId,
-    priority: p.priority,
-    replyTo: p.replyTo,
-  };
-  return Object.fromEntries(
-    Object.entries(options).filter(([, value]) => value !== undefined),
-  ) as Options.Publish;
-}
-
-async function replay(connection: ChannelModel, args: Arguments, exchange: string): Promise<number> {
+async function replay(dlq: DeadLetters, args: Arguments, exchange: string): Promise<number> {
   let failures = 0;
-  for (const { service, queue, workQueue, count } of await parkedPerService(connection, args, exchange)) {
+  for (const { service, queue, workQueue, count } of await parkedPerService(dlq, args, exchange)) {
     // Only what is parked now: a replayed message that fails again is parked behind these, not replayed twice.
-    const max = Math.min(count, args.limit ?? count);
-    const channel = await connection.createConfirmChannel();
-    let returned = false;
-    channel.on('return', () => {
-      returned = true;
-    });
-    let closedBy: Error | undefined;
-    channel.on('error', (error: Error) => {
-      closedBy = error;
-    });
-    let replayed = 0;
-    const problems: string[] = [];
-    try {
-      for (let i = 0; i < max; i++) {
-        const message = await channel.get(queue, { noAck: false });
-        if (!message) break;
-        const id = message.properties.messageId ?? '(no message id)';
-        const routingKey = originalRoutingKey(message);
-        if (!routingKey) {
-          problems.push(`${id}: no original routing key; left parked`);
-          continue; // stays unacked until the channel closes, so it is not fetched again
-        }
-        returned = false;
-        // Back to the queue that parked it only: through the exchange, every other consumer of the
-        // routing key would get it a second time.
-        await confirmPublish(channel, '', workQueue, message.content, republishOptions(message, routingKey));
-        // The broker returns an unroutable message before it confirms it.
-        if (returned) {
-          problems.push(`${id}: the queue ${workQueue} does not exist; left parked`);
-          continue;
-        }
-        channel.ack(message);
-        replayed++;
-      }
-    } catch (error) {
-      problems.push(`stopped: ${(closedBy ?? (error as Error)).message}`);
-    } finally {
-      await channel.close().catch(() => {});
-    }
+    const { replayed, problems } = await dlq.replay(queue, workQueue, Math.min(count, args.limit ?? count));
     console.log(
       `${service}: replayed ${replayed} of ${count} parked message${count === 1 ? '' : 's'} to ${workQueue}`,
     );
@@ -294,22 +157,6 @@ async function replay(connection: ChannelModel, args: Arguments, exchange: strin
     failures += problems.length;
   }
   return failures > 0 ? 1 : 0;
-}
-
-function confirmPublish(
-  channel: amqp.ConfirmChannel,
-  exchange: string,
-  routingKey: string,
-  content: Buffer,
-  options: Options.Publish,
-): Promise<void> {
-  return new Promise((resolve, reject) => {
-    channel.publish(exchange, routingKey, content, options, (error) =>
-      error
-        ? reject(error instanceof Error ? error : new Error(`the broker nacked ${routingKey}`))
-        : resolve(),
-    );
-  });
 }
 
 async function confirmed(total: number): Promise<boolean> {
@@ -324,8 +171,8 @@ async function confirmed(total: number): Promise<boolean> {
   }
 }
 
-async function purge(connection: ChannelModel, args: Arguments, exchange: string): Promise<number> {
-  const queues = await parkedPerService(connection, args, exchange);
+async function purge(dlq: DeadLetters, args: Arguments, exchange: string): Promise<number> {
+  const queues = await parkedPerService(dlq, args, exchange);
   for (const { service, queue, count } of queues) console.log(`${service}: ${count} parked in ${queue}`);
   const total = queues.reduce((n, q) => n + q.count, 0);
   if (total === 0) {
@@ -342,15 +189,7 @@ async function purge(connection: ChannelModel, args: Arguments, exchange: string
       return 1;
     }
   }
-  const channel: Channel = await connection.createChannel();
-  try {
-    for (const { service, queue } of queues) {
-      const { messageCount } = await channel.purgeQueue(queue);
-      console.log(`${service}: purged ${messageCount}`);
-    }
-  } finally {
-    await channel.close().catch(() => {});
-  }
+  for (const { service, queue } of queues) console.log(`${service}: purged ${await dlq.purge(queue)}`);
   return 0;
 }
 
@@ -376,12 +215,9 @@ async function main(): Promise<number> {
     return 2;
   }
   const url = redactUrl(config.amqpUrl);
-  let connection: ChannelModel;
+  let dlq: DeadLetters;
   try {
-    connection = await amqp.connect(config.amqpUrl, {
-      timeout: 10_000,
-      clientProperties: { connection_name: `dlq ${args.command}` },
-    });
+    dlq = await DeadLetters.connect(config.amqpUrl, `dlq ${args.command}`);
   } catch (error) {
     console.error(
       `Cannot reach RabbitMQ at ${url}: ${((error as Error).message || String(error)).split(config.amqpUrl).join(url)}. ` +
@@ -389,12 +225,11 @@ async function main(): Promise<number> {
     );
     return 2;
   }
-  connection.on('error', () => {});
   try {
     const run = { list, replay, purge }[args.command];
-    return await run(connection, args, config.exchange);
+    return await run(dlq, args, config.exchange);
   } finally {
-    await connection.close().catch(() => {});
+    await dlq.close();
   }
 }
 

@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import amqp from 'amqplib';
-import { deadLetterExchangeOf, queueNames } from '../common/amqp.ts';
+import { deadLetterExchangeOf, queueNames } from '../common/broker/topology.ts';
 import { CONFIG_KEYS, PORT_KEYS } from '../common/config.ts';
 import { SERVICES, type ServiceName } from '../common/events.ts';
 

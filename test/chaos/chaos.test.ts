@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { queueNames } from '../../common/amqp.ts';
+import { queueNames } from '../../common/broker/topology.ts';
 import { SERVICES } from '../../common/events.ts';
 import { checkUntilClean, waitUntilSettled } from '../../scripts/consistency.ts';
 import { aLine, anOrder } from '../../support/builders.ts';

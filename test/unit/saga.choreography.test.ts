@@ -10,7 +10,8 @@ import fc from 'fast-check';
 import { sql } from 'kysely';
 import { describe, expect, it, vi } from 'vitest';
 import type { Emit, FailAt, RoutingKey, SagaContext, SagaEvent } from '../../common/events.ts';
-import { HEADER, sagaHeaders } from '../../common/outbox.ts';
+import { SAGA_HEADER } from '../../common/headers.ts';
+import { sagaHeaders } from '../../common/outbox.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
 import { mergeLines } from '../../services/inventory/domain.ts';
 import { handlers as inventoryHandlers } from '../../services/inventory/handlers.ts';
@@ -65,7 +66,7 @@ async function aSaga() {
   const publish = (emitted: readonly Emit[], context: { orderId?: string; failAt?: FailAt }) => {
     for (const e of emitted) {
       const event = anEvent(e.type, e.data as never) as SagaEvent;
-      const failAt = sagaHeaders(e, context)[HEADER.failAt] as FailAt | undefined;
+      const failAt = sagaHeaders(e, context)[SAGA_HEADER.failAt] as FailAt | undefined;
       for (const service of Object.keys(services) as Service[]) {
         if (services[service].handlers[event.type])
           queue.push({ service, event, ...(failAt ? { failAt } : {}) });

@@ -1,61 +1,25 @@
 /**
- * The one place that talks AMQP: connect (with bounded retries at start, unbounded reconnection
- * after), declare the topology, publish with confirms and `mandatory`, consume with manual ack.
- * After a reconnect it declares the topology again, opens fresh channels and resumes consuming.
+ * The service's connection to the broker: connect (with bounded retries at start, unbounded
+ * reconnection after), declare the topology, publish with confirms and `mandatory`, consume with
+ * manual ack. After a reconnect it declares the topology again, opens fresh channels and resumes
+ * consuming.
  */
 import { EventEmitter, once } from 'node:events';
 import type { Socket } from 'node:net';
-import amqp, {
-  type Channel,
-  type ConfirmChannel,
-  type ConsumeMessage,
-  type Options,
-  type RecoveringChannelModel,
-} from 'amqplib';
-import { type Config, redactUrl } from './config.ts';
-import { ROUTING_KEYS, type RoutingKey } from './events.ts';
-import type { Logger } from './logger.ts';
+import amqp, { type Channel, type ConfirmChannel, type Options, type RecoveringChannelModel } from 'amqplib';
+import { type Config, redactUrl } from '../config.ts';
+import type { Logger } from '../logger.ts';
+import type { Delivery, Transport } from '../transport.ts';
+import { AmqpDelivery, BrokerSettlement } from './settlement.ts';
+import { declareTopology, type QueueNames, type Topology } from './topology.ts';
 
-/** Names of everything a service declares, all derived from the exchange and the service name. */
-export interface QueueNames {
-  exchange: string;
-  queue: string;
-  /** Where messages that cannot be handled are parked, with their reason in headers. */
-  deadLetterExchange: string;
-  deadLetterQueue: string;
-  /** Delay queues: a message waits there for its TTL, then dead-letters back to the work queue. */
-  retryQueue: (tier: number) => string;
-}
-
-/** Where every service of the saga parks its messages (routing key: the parking queue's name). */
-export const deadLetterExchangeOf = (exchange: string): string => `${exchange}.dead-letter`;
-
-export function queueNames(exchange: string, service: string): QueueNames {
-  const queue = `${exchange}.${service}`;
-  return {
-    exchange,
-    queue,
-    deadLetterExchange: deadLetterExchangeOf(exchange),
-    deadLetterQueue: `${queue}.dead-letter`,
-    retryQueue: (tier) => `${queue}.retry.${tier}`,
-  };
-}
-
-export interface Topology {
-  names: QueueNames;
-  bindings: readonly RoutingKey[];
-  /** Delay of each retry tier, in ms; tier i holds a message for about delays[i]. */
-  retryDelaysMs: readonly number[];
-}
-
+/** A message to publish: where to, its body, and its AMQP properties. */
 export interface OutgoingMessage {
   exchange: string;
   routingKey: string;
   content: Buffer;
   options: Options.Publish;
 }
-
-export type MessageListener = (message: ConsumeMessage, channel: Channel) => void;
 
 export class BrokerUnreachableError extends Error {
   override name = 'BrokerUnreachableError';
@@ -66,18 +30,21 @@ export class UnroutableError extends Error {
   override name = 'UnroutableError';
 }
 
-export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
+/** One service's broker: its connection, its topology, and the transport its runner consumes from. */
+export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implements Transport {
   private connection?: RecoveringChannelModel;
   /** The live connection underneath the recovering one, set by each setup. */
   private model?: amqp.ChannelModel;
   private publisher?: ConfirmChannel;
   private consumer?: Channel;
   private consumerTag?: string;
-  private listener?: MessageListener;
+  private listener?: (delivery: Delivery) => void;
   private readonly returned = new Set<string>();
   private fatal?: Error;
   private closing = false;
   ready = false;
+  /** Settles what this broker delivered: acks, retried and parked copies. */
+  readonly settlement: BrokerSettlement;
 
   private readonly config: Config;
 
@@ -93,10 +60,17 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
     this.topology = topology;
 
     this.log = log;
+
+    this.settlement = new BrokerSettlement(this, log);
   }
 
   get names(): QueueNames {
     return this.topology.names;
+  }
+
+  /** The service's work queue. */
+  get queue(): string {
+    return this.topology.names.queue;
   }
 
   /**
@@ -169,7 +143,7 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
     coalesceWrites(model);
     const declare = await model.createChannel();
     try {
-      await this.declare(declare);
+      await declareTopology(declare, this.topology, this.config);
     } catch (error) {
       // 406 PRECONDITION_FAILED: a queue exists with other arguments. Retrying cannot fix it.
       if ((error as { code?: number }).code === 406) {
@@ -189,56 +163,6 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
     this.publisher = publisher;
 
     if (this.listener) await this.openConsumer(model);
-  }
-
-  private async declare(channel: Channel): Promise<void> {
-    const { names, bindings, retryDelaysMs } = this.topology;
-    const { queueType, deliveryLimit } = this.config;
-    await channel.assertExchange(names.exchange, 'topic', { durable: true });
-    await channel.assertExchange(names.deadLetterExchange, 'direct', { durable: true });
-
-    const quorum: Record<string, unknown> =
-      queueType === 'quorum'
-        ? {
-            'x-queue-type': 'quorum',
-            'x-delivery-limit': deliveryLimit,
-            // The broker keeps a message until the dead-letter queue confirms it has it.
-            'x-dead-letter-strategy': 'at-least-once',
-            'x-overflow': 'reject-publish',
-          }
-        : { 'x-queue-type': 'classic' };
-    await channel.assertQueue(names.queue, {
-      durable: true,
-      arguments: {
-        ...quorum,
-        'x-dead-letter-exchange': names.deadLetterExchange,
-        'x-dead-letter-routing-key': names.queue,
-      },
-    });
-    for (const key of bindings) await channel.bindQueue(names.queue, names.exchange, key);
-    // Bindings outlive the code that made them: drop any an earlier version left (a no-op if none).
-    for (const key of ROUTING_KEYS.filter((k) => !bindings.includes(k)))
-      await channel.unbindQueue(names.queue, names.exchange, key);
-
-    // Classic on purpose: parked messages are listed (and requeued) by operators, and a quorum
-    // queue's delivery limit would one day drop them.
-    await channel.assertQueue(names.deadLetterQueue, {
-      durable: true,
-      arguments: { 'x-queue-type': 'classic' },
-    });
-    await channel.bindQueue(names.deadLetterQueue, names.deadLetterExchange, names.queue);
-
-    for (const [tier, delay] of retryDelaysMs.entries()) {
-      await channel.assertQueue(names.retryQueue(tier), {
-        durable: true,
-        arguments: {
-          'x-queue-type': 'classic',
-          'x-message-ttl': Math.round(delay * 1.25),
-          'x-dead-letter-exchange': '',
-          'x-dead-letter-routing-key': names.queue,
-        },
-      });
-    }
   }
 
   /** A channel the broker closes (a protocol error) while the connection lives: reconnect everything. */
@@ -273,10 +197,11 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
     const channel = await model.createChannel();
     this.watchChannel(channel, 'consumer');
     await channel.prefetch(this.config.prefetch);
+    const consumer = { channel, queue: this.queue, unacked: new Set<number>() };
     const { consumerTag } = await channel.consume(
-      this.topology.names.queue,
+      this.queue,
       (message) => {
-        if (message) listener(message, channel);
+        if (message) listener(new AmqpDelivery(message, consumer));
         else this.forceReconnect(); // the broker cancelled us (queue deleted): declare again
       },
       { noAck: false },
@@ -286,7 +211,7 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> {
   }
 
   /** Starts consuming the service's queue; after a reconnect the consumer is opened again. */
-  async consume(listener: MessageListener): Promise<void> {
+  async consume(listener: (delivery: Delivery) => void): Promise<void> {
     this.listener = listener;
     if (this.model && this.ready && !this.consumer) await this.openConsumer(this.model);
   }

@@ -1,0 +1,82 @@
+/**
+ * Group commit: the database's one writer. Work waiting to be written (deliveries, HTTP requests,
+ * timers alike) runs a burst at a time in one transaction: one commit instead of one per unit,
+ * the main cost under load. A unit's failure never touches another unit's outcome: if anything in
+ * a burst fails, the burst rolls back and each of its units runs again alone.
+ */
+import type { Db, Tx } from './db.ts';
+import type { SagaEvent } from './events.ts';
+
+/** One unit of work for the writer, applied in the transaction of the burst it falls in. */
+export interface Unit<T> {
+  /** Applies the unit in the burst's transaction: the events it wrote, or undefined if it had nothing to do. */
+  apply: (trx: Tx<T>) => Promise<SagaEvent[] | undefined>;
+  /** After the transaction that applied it committed, and `onCommit` heard of it. */
+  committed: () => void;
+  /** When it failed alone, in a transaction of its own (rolled back); the writer waits for it. */
+  failed: (error: unknown) => Promise<void>;
+}
+
+/** Most units in one transaction (the prefetch bounds how many deliveries are waiting). */
+const BURST = 64;
+
+/** Runs units a burst at a time, one transaction each burst, one burst at a time. */
+export class GroupCommit<T, U extends Unit<T> = Unit<T>> {
+  private readonly pending: U[] = [];
+  private working?: Promise<void>;
+
+  private readonly db: Db<T>;
+
+  private readonly onCommit: (burst: readonly U[], events: SagaEvent[]) => void;
+
+  /** `onCommit` hears of each committed burst, with every event its units wrote, before its units do. */
+  constructor(db: Db<T>, onCommit: (burst: readonly U[], events: SagaEvent[]) => void) {
+    this.db = db;
+
+    this.onCommit = onCommit;
+  }
+
+  /** Runs the unit in the next burst: at once if the writer is idle, else right after the current burst. */
+  enqueue(unit: U): void {
+    this.pending.push(unit);
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.working) return;
+    this.working = this.work().finally(() => {
+      this.working = undefined;
+      // Enqueued after the loop's last look, before this callback: nobody else would start it.
+      if (this.pending.length > 0) this.kick();
+    });
+  }
+
+  private async work(): Promise<void> {
+    while (this.pending.length > 0) {
+      await this.runBurst(this.pending.splice(0, BURST));
+    }
+  }
+
+  private async runBurst(burst: U[]): Promise<void> {
+    let outcomes: (SagaEvent[] | undefined)[];
+    try {
+      outcomes = await this.db.transaction().execute(async (trx) => {
+        const out: (SagaEvent[] | undefined)[] = [];
+        for (const unit of burst) out.push(await unit.apply(trx));
+        return out;
+      });
+    } catch (error) {
+      if (burst.length > 1) {
+        for (const unit of burst) await this.runBurst([unit]);
+        return;
+      }
+      await burst[0]?.failed(error);
+      return;
+    }
+    this.onCommit(
+      burst,
+      outcomes.flatMap((events) => events ?? []),
+    );
+    for (const unit of burst) unit.committed();
+  }
+}
