@@ -9,7 +9,3 @@ export const cancelPurchases: Handler<'order.cancelled', ReplenishmentStore> = a
   await store.cancelOrder(data.orderId);
   return [];
 };
-
-export const replenishmentCompensations = {
-  'order.cancelled': cancelPurchases,
-};

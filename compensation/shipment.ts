@@ -17,7 +17,3 @@ export const neverDispatch: Handler<'order.cancelled', ShipmentStore> = async ({
   if (!shipment) await store.neverDispatch(data.orderId, data.reason);
   return [];
 };
-
-export const shipmentCompensations = {
-  'order.cancelled': neverDispatch,
-};

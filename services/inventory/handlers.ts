@@ -2,8 +2,8 @@
 
 import { type Emit, emit } from '../../common/events.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
-import { inventoryCompensations, reservedEvents } from '../../compensation/inventory.ts';
-import { isLow, planReservation } from './domain.ts';
+import { rejectUnfillable, releaseReservation } from '../../compensation/inventory.ts';
+import { isLow, planReservation, reservedEvents } from './domain.ts';
 import type { InventoryStore } from './store.ts';
 
 /** After reserving, every touched SKU left at or under its reorder point asks for a restock. */
@@ -80,5 +80,7 @@ export const handlers: Handlers<InventoryStore> = {
   'order.created': reserve,
   'replenishment.completed': restock,
   'shipment.dispatched': deduct,
-  ...inventoryCompensations,
+  // Compensations (compensation/inventory.ts).
+  'order.cancelled': releaseReservation,
+  'replenishment.failed': rejectUnfillable,
 };

@@ -3,7 +3,7 @@ import { type Generated, type Migration, sql } from 'kysely';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
 import type { EventData, SagaContext } from '../../common/events.ts';
-import { allocate, type StockLevel } from './domain.ts';
+import { allocate, type NowReserved, type StockLevel } from './domain.ts';
 
 /**
  * What inventory knows of an order. CANCELLED is a tombstone: the cancellation arrived before
@@ -109,14 +109,6 @@ export const migrations: Record<string, Migration> = {
 
 type Address = EventData<'order.created'>['shippingAddress'];
 type Items = EventData<'inventory.reserved'>['items'];
-
-/** An order whose last backorder was just filled: ready for inventory.reserved, in its own saga context. */
-export interface NowReserved {
-  orderId: string;
-  items: Items;
-  shippingAddress: Address;
-  context: SagaContext;
-}
 
 const toLevel = (row: InventoryTables['stock']): StockLevel => ({
   sku: row.sku,

@@ -2,7 +2,7 @@
 
 import { emit, type SagaContext } from '../../common/events.ts';
 import type { Handler, Handlers, Outcome } from '../../common/runner.ts';
-import { replenishmentCompensations } from '../../compensation/replenishment.ts';
+import { cancelPurchases } from '../../compensation/replenishment.ts';
 import { restockQuantity, supplierAnswer } from './domain.ts';
 import type { Replenishment, ReplenishmentStore } from './store.ts';
 
@@ -40,7 +40,8 @@ const restock: Handler<'stock.low', ReplenishmentStore> = async (event, store, {
 export const handlers: Handlers<ReplenishmentStore> = {
   'inventory.backordered': orderForBackorder,
   'stock.low': restock,
-  ...replenishmentCompensations,
+  // Compensation (compensation/replenishment.ts).
+  'order.cancelled': cancelPurchases,
 };
 
 /** The supplier's answer to one due request: the request is settled and the answer emitted. */

@@ -2,7 +2,7 @@
 import { emit } from '../../common/events.ts';
 import { newId } from '../../common/ids.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
-import { shipmentCompensations } from '../../compensation/shipment.ts';
+import { neverDispatch } from '../../compensation/shipment.ts';
 import { shippingDecision, trackingNumber } from './domain.ts';
 import type { ShipmentStore } from './store.ts';
 
@@ -69,5 +69,6 @@ const answerCancel: Handler<'order.cancel_requested', ShipmentStore> = async ({ 
 export const handlers: Handlers<ShipmentStore> = {
   'inventory.reserved': dispatch,
   'order.cancel_requested': answerCancel,
-  ...shipmentCompensations,
+  // Compensation (compensation/shipment.ts).
+  'order.cancelled': neverDispatch,
 };
