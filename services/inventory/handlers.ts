@@ -33,7 +33,7 @@ const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store
   const shortages = plan.lines.filter((l) => l.missing > 0).map(({ sku, missing }) => ({ sku, missing }));
   await store.setOrder(data.orderId, shortages.length > 0 ? 'BACKORDERED' : 'RESERVED', {
     shippingAddress: data.shippingAddress,
-    context: { orderId: saga.orderId, traceparent: saga.traceparent, failAt: saga.failAt },
+    context: saga,
   });
   const outcome =
     shortages.length > 0

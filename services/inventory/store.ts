@@ -3,6 +3,7 @@ import { type Generated, type Migration, sql } from 'kysely';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
 import type { EventData, SagaContext } from '../../common/events.ts';
+import { readContext, type StoredContext, storeContext } from '../../common/saga-context.ts';
 import { allocate, type NowReserved, type StockLevel } from './domain.ts';
 
 /**
@@ -34,7 +35,7 @@ export interface InventoryTables {
     status: InventoryOrderStatus;
     shipping_address: string | null;
     /** The order's saga context, for events about it emitted while handling another order's. */
-    context: string | null;
+    context: StoredContext | null;
     updated_at: string;
   };
   reservations: { order_id: string; sku: string; requested: number; quantity: number };
@@ -234,7 +235,7 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
         order_id: orderId,
         status,
         shipping_address: first ? JSON.stringify(first.shippingAddress) : null,
-        context: first ? JSON.stringify(first.context) : null,
+        context: first ? storeContext(first.context) : null,
         updated_at: nowIso(),
       });
     },
@@ -312,7 +313,7 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
           orderId,
           items: items as Items,
           shippingAddress: JSON.parse(order.shipping_address ?? 'null'),
-          context: { orderId, ...JSON.parse(order.context ?? '{}') },
+          context: readContext(order.context),
         });
       }
       return ready;

@@ -1,7 +1,8 @@
 /** Replenishment's subscriptions: routing key → handler, compensations included. */
 
-import { emit, type SagaContext } from '../../common/events.ts';
+import { emit } from '../../common/events.ts';
 import type { Handler, Handlers, Outcome } from '../../common/runner.ts';
+import { readContext } from '../../common/saga-context.ts';
 import { cancelPurchases } from '../../compensation/replenishment.ts';
 import { restockQuantity, supplierAnswer } from './domain.ts';
 import type { Replenishment, ReplenishmentStore } from './store.ts';
@@ -50,7 +51,7 @@ export async function deliver(
   request: Replenishment,
   faultInjection: boolean,
 ): Promise<Outcome<void>> {
-  const context = JSON.parse(request.context) as SagaContext;
+  const context = readContext(request.context);
   const injected =
     faultInjection && context.failAt === 'replenishment' && request.order_id === context.orderId;
   const answer = supplierAnswer(request.sku, injected);

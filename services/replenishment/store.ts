@@ -3,6 +3,7 @@ import type { Migration } from 'kysely';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import type { SagaContext } from '../../common/events.ts';
 import { newId } from '../../common/ids.ts';
+import { type StoredContext, storeContext } from '../../common/saga-context.ts';
 
 export type ReplenishmentStatus = 'PENDING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
 export type Trigger = 'inventory.backordered' | 'stock.low';
@@ -17,7 +18,7 @@ export interface ReplenishmentTables {
     status: ReplenishmentStatus;
     detail: string | null;
     /** The saga context of the triggering event, copied onto the event the supplier's answer emits. */
-    context: string;
+    context: StoredContext;
     created_at: string;
     due_at: string;
     settled_at: string | null;
@@ -139,7 +140,7 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
         trigger: r.trigger,
         status: 'PENDING',
         detail: null,
-        context: JSON.stringify(r.context),
+        context: storeContext(r.context),
         created_at: new Date(now).toISOString(),
         due_at: new Date(now + r.delayMs).toISOString(),
         settled_at: null,

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import type { SagaContext } from '../../common/events.ts';
+import { readContext } from '../../common/saga-context.ts';
 import { cancelPurchases } from '../../compensation/replenishment.ts';
 import { deliver, handlers } from '../../services/replenishment/handlers.ts';
 import type { ReplenishmentStore, ReplenishmentTables } from '../../services/replenishment/store.ts';
@@ -97,7 +97,7 @@ describe('replenishment: buying for a backorder (inventory.backordered)', () => 
     );
 
     const [row] = await requests(replenishment);
-    expect(JSON.parse(row?.context ?? '{}') as SagaContext).toMatchObject({ failAt: 'replenishment' });
+    expect(readContext(row?.context ?? null)).toMatchObject({ failAt: 'replenishment' });
   });
 });
 
