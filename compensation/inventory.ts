@@ -18,7 +18,7 @@ export const releaseReservation: Handler<'order.cancelled', InventoryStore> = as
 ) => {
   const order = await store.order(data.orderId);
   if (!order) {
-    await store.setOrder(data.orderId, 'CANCELLED');
+    await store.tombstones.leave(data.orderId, data.reason);
     return [];
   }
   if (order.status === 'DEDUCTED') {

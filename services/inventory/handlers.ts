@@ -17,8 +17,8 @@ async function lowStockEvents(store: InventoryStore, skus: readonly string[]): P
 }
 
 const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store, { failAt, saga }) => {
-  // Seen before (another delivery, or a cancellation's tombstone): refuse.
-  if (await store.order(data.orderId)) return [];
+  // Called off before it came, or seen before (another delivery): refuse.
+  if ((await store.tombstones.has(data.orderId)) || (await store.order(data.orderId))) return [];
   const stock = await store.stock(data.items.map((item) => item.sku));
   const plan = planReservation(data.items, stock, failAt === 'inventory');
   if (plan.kind === 'rejected') {

@@ -1,24 +1,16 @@
-/** Inventory's tables: stock per SKU, the orders it has seen, reservations and backorders. */
+/** Inventory's tables: stock per SKU, the orders it has seen, reservations, backorders and tombstones. */
 import { type Generated, type Migration, sql } from 'kysely';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
 import type { EventData, SagaContext } from '../../common/events.ts';
 import { readContext, type StoredContext, storeContext } from '../../common/saga-context.ts';
+import { createTombstones, type TombstoneTables, tombstones } from '../../common/tombstones.ts';
 import { allocate, type NowReserved, type StockLevel } from './domain.ts';
 
-/**
- * What inventory knows of an order. CANCELLED is a tombstone: the cancellation arrived before
- * order.created, which is then refused.
- */
-export type InventoryOrderStatus =
-  | 'RESERVED'
-  | 'BACKORDERED'
-  | 'REJECTED'
-  | 'DEDUCTED'
-  | 'RELEASED'
-  | 'CANCELLED';
+/** What inventory knows of an order it has reserved (or rejected). */
+export type InventoryOrderStatus = 'RESERVED' | 'BACKORDERED' | 'REJECTED' | 'DEDUCTED' | 'RELEASED';
 
-export interface InventoryTables {
+export interface InventoryTables extends TombstoneTables {
   stock: {
     sku: string;
     name: string;
@@ -30,6 +22,7 @@ export interface InventoryTables {
     replenished: number;
     dispatched: number;
   };
+  /** The orders it has decided on; one cancelled before its order.created has a tombstone instead. */
   orders: {
     order_id: string;
     status: InventoryOrderStatus;
@@ -104,6 +97,15 @@ export const migrations: Record<string, Migration> = {
   '0003_order_context': {
     async up(db) {
       await db.schema.alterTable('orders').addColumn('context', 'text').execute();
+    },
+  },
+  '0004_tombstones': {
+    async up(db) {
+      await createTombstones(db);
+      // An earlier version kept a tombstone as an order row in status CANCELLED.
+      await sql`insert into tombstones (order_id, reason, left_at)
+        select order_id, null, updated_at from orders where status = 'CANCELLED'`.execute(db);
+      await db.deleteFrom('orders').where('status', '=', 'CANCELLED').execute();
     },
   },
 };
@@ -212,6 +214,8 @@ const deductStock = prepare((db: Db<InventoryTables>, p: Params<{ sku: string; q
 
 export function inventoryStore(trx: Tx<InventoryTables>) {
   const store = {
+    tombstones: tombstones(trx),
+
     async stock(skus: readonly string[]): Promise<Map<string, StockLevel>> {
       const levels = new Map<string, StockLevel>();
       for (const sku of new Set(skus)) {

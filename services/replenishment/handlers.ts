@@ -12,7 +12,7 @@ const orderForBackorder: Handler<'inventory.backordered', ReplenishmentStore> = 
   store,
   { config, saga },
 ) => {
-  if (await store.isCancelled(event.data.orderId)) return [];
+  if (await store.tombstones.has(event.data.orderId)) return [];
   for (const { sku, missing } of event.data.shortages) {
     await store.request({
       sku,

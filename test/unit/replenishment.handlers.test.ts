@@ -325,7 +325,7 @@ describe('replenishment compensation: calling off a cancelled order’s purchase
     await replenishment.handle(cancelPurchases, orderCancelled(orderId));
     const before = {
       requests: await requests(replenishment),
-      tombstones: await replenishment.db.selectFrom('cancelled_orders').selectAll().execute(),
+      tombstones: await replenishment.db.selectFrom('tombstones').selectAll().execute(),
     };
 
     const again = await replenishment.handle(cancelPurchases, orderCancelled(orderId));
@@ -333,7 +333,7 @@ describe('replenishment compensation: calling off a cancelled order’s purchase
     expect(again).toEqual([]);
     expect({
       requests: await requests(replenishment),
-      tombstones: await replenishment.db.selectFrom('cancelled_orders').selectAll().execute(),
+      tombstones: await replenishment.db.selectFrom('tombstones').selectAll().execute(),
     }).toEqual(before);
   });
 
