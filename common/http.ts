@@ -1,7 +1,8 @@
 /**
  * The HTTP server factory every service uses: restify, routes validated against the OpenAPI
  * document (params, headers, body; unknown body fields rejected), errors as RFC 9457
- * problem+json, health routes, Swagger UI and the document itself.
+ * problem+json, health routes, Swagger UI and the document itself. A route can be left out of
+ * the document on purpose.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,6 +32,15 @@ export interface Reply {
 }
 
 export type RouteHandler = (request: ValidRequest) => Promise<Reply> | Reply;
+
+export interface RouteOptions {
+  /**
+   * false for a route deliberately outside the OpenAPI document (a dashboard, /metrics): nothing
+   * is validated against the document, the body is not read, and `undocumentedRoutes` names it
+   * for the contract test. Its errors are problem+json all the same. True unless given.
+   */
+  documented?: boolean;
+}
 
 interface Operation {
   operationId?: string;
@@ -152,6 +162,8 @@ export class HttpServer {
   readonly server: restify.Server;
   /** Every route this server answers, as `METHOD /path/{param}` (the document's notation). */
   readonly routes: string[] = [];
+  /** The routes among them that are outside the document on purpose (`documented: false`). */
+  readonly undocumentedRoutes: string[] = [];
   private readonly document = contracts().document as unknown as {
     paths: Record<string, Record<string, Operation>>;
   };
@@ -243,15 +255,20 @@ export class HttpServer {
 
   /**
    * Adds a route described by the document at `path` (OpenAPI notation, `/orders/{id}`): its
-   * parameters, headers and body are validated before `handler` runs.
+   * parameters, headers and body are validated before `handler` runs. A route the document does
+   * not describe is refused unless declared `documented: false`.
    */
-  route(method: Method, path: string, handler: RouteHandler): void {
+  route(method: Method, path: string, handler: RouteHandler, { documented = true }: RouteOptions = {}): void {
+    const route = `${method.toUpperCase()} ${path}`;
     const operation = this.document.paths[path]?.[method];
-    if (!operation)
-      throw new Error(`${method.toUpperCase()} ${path} is not in openapi/openapi.json: document it first`);
-    const validate = operationValidators(operation);
+    if (documented && !operation)
+      throw new Error(`${route} is not in openapi/openapi.json: document it first`);
+    if (!documented && operation)
+      throw new Error(`${route} is in openapi/openapi.json: it cannot be undocumented`);
+    const validate = operation ? operationValidators(operation) : undefined;
     const limit = this.options.config.bodyLimitBytes;
-    this.routes.push(`${method.toUpperCase()} ${path}`);
+    this.routes.push(route);
+    if (!documented) this.undocumentedRoutes.push(route);
     const restifyPath = path.replace(/\{(\w+)\}/g, ':$1');
     this.server[method](restifyPath, async (req: Request, res: Response) => {
       try {
@@ -259,13 +276,11 @@ export class HttpServer {
         const query = { ...((req.query as Record<string, unknown>) ?? {}) };
         // Node lower-cases header names already; only set-cookie can be a list, and no route takes it.
         const headers = req.headers as Record<string, string | undefined>;
-        const errors: FieldError[] = [
-          ...validate.path(params),
-          ...validate.query(query),
-          ...validate.headers(headers),
-        ];
+        const errors: FieldError[] = validate
+          ? [...validate.path(params), ...validate.query(query), ...validate.headers(headers)]
+          : [];
         let body: unknown;
-        if (validate.body) {
+        if (validate?.body) {
           body = await readJsonBody(req, limit);
           errors.push(...validate.body(body));
         }

@@ -56,7 +56,8 @@ const CONSUMED_BY: Record<RoutingKey, ServiceName[]> = {
   'order.completed': [],
 };
 
-function servedRoutes(service: ServiceName): string[] {
+/** The service's HTTP server with its routes added (none of them called). */
+function serverOf(service: ServiceName): HttpServer {
   const config = loadConfig(service, {});
   const http = new HttpServer({ config, log: createLogger(service, 'silent'), checks: () => ({}) });
   const none = {} as never;
@@ -65,8 +66,14 @@ function servedRoutes(service: ServiceName): string[] {
   if (service === 'inventory') inventoryRoutes(http, none);
   if (service === 'replenishment') replenishmentRoutes(http, none);
   if (service === 'shipment') shipmentRoutes(http, none);
-  return http.routes.sort();
+  return http;
 }
+
+/** The routes a server answers that the document must describe: all but those outside it on purpose. */
+const documentedServed = (http: HttpServer): string[] =>
+  http.routes.filter((route) => !http.undocumentedRoutes.includes(route)).sort();
+
+const servedRoutes = (service: ServiceName): string[] => documentedServed(serverOf(service));
 
 function documentedRoutes(service: ServiceName): string[] {
   const { paths } = contracts().document as { paths: Record<string, Record<string, unknown>> };
@@ -83,6 +90,22 @@ function documentedRoutes(service: ServiceName): string[] {
 describe('the HTTP routes', () => {
   it.each(SERVICES)('of %s are exactly the ones the OpenAPI document gives it', (service) => {
     expect(servedRoutes(service)).toEqual(documentedRoutes(service));
+  });
+
+  it('leave out a route outside the document on purpose, and refuse one not declared so', () => {
+    const http = serverOf('inventory');
+    const metrics = () => ({ status: 200, body: '' });
+
+    http.route('get', '/metrics', metrics, { documented: false });
+
+    expect(http.routes).toContain('GET /metrics');
+    expect(documentedServed(http)).toEqual(documentedRoutes('inventory'));
+    expect(() => http.route('get', '/dashboard', metrics)).toThrow(
+      'GET /dashboard is not in openapi/openapi.json: document it first',
+    );
+    expect(() => http.route('get', '/stock', metrics, { documented: false })).toThrow(
+      'GET /stock is in openapi/openapi.json',
+    );
   });
 
   it('cover every path of the document', () => {
