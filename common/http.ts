@@ -1,7 +1,8 @@
 /**
  * The HTTP server factory every service uses: restify, routes validated against the OpenAPI
  * document (params, headers, body; unknown body fields rejected), errors as RFC 9457
- * problem+json, health routes, Swagger UI and the document itself.
+ * problem+json, health routes, Swagger UI and the document itself. A route can answer with a
+ * Server-Sent Events stream, and can be left out of the document on purpose.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { contracts, type FieldError, type Validator } from './contracts.ts';
 import { AppError, ValidationError } from './errors.ts';
 import type { ServiceName } from './events.ts';
 import type { Logger } from './logger.ts';
+import { openEventStream, SSE_HEARTBEAT_MS, type SseStream } from './sse.ts';
 
 export type Method = 'get' | 'post';
 
@@ -24,13 +26,38 @@ export interface ValidRequest {
   raw: Request;
 }
 
-export interface Reply {
+/** A reply with its whole body: JSON unless `headers` give another content type. */
+export interface BodyReply {
   status: number;
   body: unknown;
   headers?: Record<string, string>;
 }
 
+/**
+ * A Server-Sent Events reply (`text/event-stream`). The stream stays open until the promise
+ * `stream` returns settles, or the client or the server's shutdown closes it first: return
+ * `sse.closed` to keep it open as long as the client stays.
+ */
+export interface StreamReply {
+  status: 200;
+  headers?: Record<string, string>;
+  stream: (sse: SseStream) => Promise<unknown> | unknown;
+  /** Milliseconds between heartbeat comments; SSE_HEARTBEAT_MS unless given. */
+  heartbeatMs?: number;
+}
+
+export type Reply = BodyReply | StreamReply;
+
 export type RouteHandler = (request: ValidRequest) => Promise<Reply> | Reply;
+
+export interface RouteOptions {
+  /**
+   * false for a route deliberately outside the OpenAPI document (a dashboard, /metrics): nothing
+   * is validated against the document, the body is not read, and `undocumentedRoutes` names it
+   * for the contract test. Its errors are problem+json all the same. True unless given.
+   */
+  documented?: boolean;
+}
 
 interface Operation {
   operationId?: string;
@@ -152,6 +179,9 @@ export class HttpServer {
   readonly server: restify.Server;
   /** Every route this server answers, as `METHOD /path/{param}` (the document's notation). */
   readonly routes: string[] = [];
+  /** The routes among them that are outside the document on purpose (`documented: false`). */
+  readonly undocumentedRoutes: string[] = [];
+  private readonly streams = new Set<SseStream>();
   private readonly document = contracts().document as unknown as {
     paths: Record<string, Record<string, Operation>>;
   };
@@ -243,15 +273,20 @@ export class HttpServer {
 
   /**
    * Adds a route described by the document at `path` (OpenAPI notation, `/orders/{id}`): its
-   * parameters, headers and body are validated before `handler` runs.
+   * parameters, headers and body are validated before `handler` runs. A route the document does
+   * not describe is refused unless declared `documented: false`.
    */
-  route(method: Method, path: string, handler: RouteHandler): void {
+  route(method: Method, path: string, handler: RouteHandler, { documented = true }: RouteOptions = {}): void {
+    const route = `${method.toUpperCase()} ${path}`;
     const operation = this.document.paths[path]?.[method];
-    if (!operation)
-      throw new Error(`${method.toUpperCase()} ${path} is not in openapi/openapi.json: document it first`);
-    const validate = operationValidators(operation);
+    if (documented && !operation)
+      throw new Error(`${route} is not in openapi/openapi.json: document it first`);
+    if (!documented && operation)
+      throw new Error(`${route} is in openapi/openapi.json: it cannot be undocumented`);
+    const validate = operation ? operationValidators(operation) : undefined;
     const limit = this.options.config.bodyLimitBytes;
-    this.routes.push(`${method.toUpperCase()} ${path}`);
+    this.routes.push(route);
+    if (!documented) this.undocumentedRoutes.push(route);
     const restifyPath = path.replace(/\{(\w+)\}/g, ':$1');
     this.server[method](restifyPath, async (req: Request, res: Response) => {
       try {
@@ -259,23 +294,47 @@ export class HttpServer {
         const query = { ...((req.query as Record<string, unknown>) ?? {}) };
         // Node lower-cases header names already; only set-cookie can be a list, and no route takes it.
         const headers = req.headers as Record<string, string | undefined>;
-        const errors: FieldError[] = [
-          ...validate.path(params),
-          ...validate.query(query),
-          ...validate.headers(headers),
-        ];
+        const errors: FieldError[] = validate
+          ? [...validate.path(params), ...validate.query(query), ...validate.headers(headers)]
+          : [];
         let body: unknown;
-        if (validate.body) {
+        if (validate?.body) {
           body = await readJsonBody(req, limit);
           errors.push(...validate.body(body));
         }
         if (errors.length > 0) throw new ValidationError(errors);
         const reply = await handler({ params, query, headers, body, raw: req });
-        send(res, reply.status, reply.body, reply.headers);
+        if ('stream' in reply) this.openStream(req, res, reply);
+        else send(res, reply.status, reply.body, reply.headers);
       } catch (error) {
         this.sendError(req, res, error);
       }
     });
+  }
+
+  /** Answers with an event stream, registered so that shutdown can end it. */
+  private openStream(req: Request, res: Response, reply: StreamReply): void {
+    res.writeHead(reply.status, {
+      ...reply.headers,
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      // A buffering proxy (nginx) would hold messages back until its buffer fills.
+      'x-accel-buffering': 'no',
+    });
+    // The head goes out now, not with the first message: the client knows the stream is open.
+    res.flushHeaders();
+    const sse = openEventStream(res, {
+      lastEventId: req.headers['last-event-id'] as string | undefined,
+      heartbeatMs: reply.heartbeatMs ?? SSE_HEARTBEAT_MS,
+    });
+    this.streams.add(sse);
+    void sse.closed.then(() => this.streams.delete(sse));
+    // Opened on a kept-alive connection after shutdown began: the client reconnects elsewhere.
+    if (this.closing) sse.close();
+    Promise.resolve()
+      .then(() => reply.stream(sse))
+      .catch((error) => this.options.log.error({ err: error, url: req.url }, 'event stream failed'))
+      .finally(() => sse.close());
   }
 
   private sendError(req: Request, res: Response, error: unknown): void {
@@ -355,7 +414,10 @@ export class HttpServer {
     return (this.server.address() as { port: number }).port;
   }
 
-  /** Stops accepting connections; idle keep-alive ones close now, busy ones after their response. */
+  /**
+   * Stops accepting connections; idle keep-alive ones close now, busy ones after their response.
+   * Event streams, which have no end of their own, are ended now too.
+   */
   async close(deadline: number): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -364,6 +426,11 @@ export class HttpServer {
       () => this.server.server.closeAllConnections(),
       Math.max(0, deadline - Date.now()),
     );
+    const streams = [...this.streams];
+    for (const stream of streams) stream.close();
+    await Promise.all(streams.map((stream) => stream.closed));
+    // Their connections are idle now: close them rather than wait for the client to.
+    this.server.server.closeIdleConnections();
     await closed;
     clearTimeout(timer);
   }

@@ -2,13 +2,10 @@
  * Inventory's compensations: undo its part of an order that failed. Each is safe to repeat and
  * checks the order's state first, doing nothing once the state has moved on.
  */
-import { type Emit, emit } from '../common/events.ts';
+import { emit } from '../common/events.ts';
 import type { Handler } from '../common/runner.ts';
-import type { InventoryStore, NowReserved } from '../services/inventory/store.ts';
-
-/** Stock given back goes to waiting backorders first; those that are now complete are reserved. */
-export const reservedEvents = (ready: NowReserved[]): Emit[] =>
-  ready.map(({ context, ...order }) => emit('inventory.reserved', order, context));
+import { reservedEvents } from '../services/inventory/domain.ts';
+import type { InventoryStore } from '../services/inventory/store.ts';
 
 /**
  * order.cancelled → release the order's reservation (and drop its backorders). Arriving before
@@ -21,7 +18,7 @@ export const releaseReservation: Handler<'order.cancelled', InventoryStore> = as
 ) => {
   const order = await store.order(data.orderId);
   if (!order) {
-    await store.setOrder(data.orderId, 'CANCELLED');
+    await store.tombstones.leave(data.orderId, data.reason);
     return [];
   }
   if (order.status === 'DEDUCTED') {
@@ -54,9 +51,4 @@ export const rejectUnfillable: Handler<'replenishment.failed', InventoryStore> =
     }),
     ...reservedEvents(ready),
   ];
-};
-
-export const inventoryCompensations = {
-  'order.cancelled': releaseReservation,
-  'replenishment.failed': rejectUnfillable,
 };

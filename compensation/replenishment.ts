@@ -1,15 +1,12 @@
 /**
- * Replenishment's compensation: a cancelled order's pending purchases are called off. Arriving
- * before the backorder, it leaves a tombstone so the late backorder buys nothing.
+ * Replenishment's compensation: a cancelled order's pending purchases are called off, and a
+ * tombstone left so that a backorder arriving late buys nothing.
  */
 import type { Handler } from '../common/runner.ts';
 import type { ReplenishmentStore } from '../services/replenishment/store.ts';
 
 export const cancelPurchases: Handler<'order.cancelled', ReplenishmentStore> = async ({ data }, store) => {
-  await store.cancelOrder(data.orderId);
+  await store.tombstones.leave(data.orderId, data.reason);
+  await store.cancelPending(data.orderId);
   return [];
-};
-
-export const replenishmentCompensations = {
-  'order.cancelled': cancelPurchases,
 };

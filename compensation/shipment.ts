@@ -14,10 +14,6 @@ export const neverDispatch: Handler<'order.cancelled', ShipmentStore> = async ({
       'order.cancelled for a dispatched order: the pivot protocol was bypassed',
     );
   }
-  if (!shipment) await store.neverDispatch(data.orderId, data.reason);
+  if (!shipment) await store.tombstones.leave(data.orderId, data.reason);
   return [];
-};
-
-export const shipmentCompensations = {
-  'order.cancelled': neverDispatch,
 };

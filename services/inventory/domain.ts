@@ -1,5 +1,5 @@
 /** Inventory's rules, without I/O: what to reserve, what is short, when stock is low. */
-import type { EventData } from '../../common/events.ts';
+import { type Emit, type EventData, emit, type SagaContext } from '../../common/events.ts';
 
 export interface StockLevel {
   sku: string;
@@ -91,3 +91,18 @@ export function allocate(
   }
   return out;
 }
+
+/** An order whose last backorder was just filled: ready for inventory.reserved, in its own saga context. */
+export interface NowReserved {
+  orderId: string;
+  items: EventData<'inventory.reserved'>['items'];
+  shippingAddress: EventData<'inventory.reserved'>['shippingAddress'];
+  context: SagaContext;
+}
+
+/**
+ * Orders filled by stock that came in (a replenishment) or was given back (a release) are
+ * announced each in its own saga context: they are not the order of the event being handled.
+ */
+export const reservedEvents = (ready: readonly NowReserved[]): Emit[] =>
+  ready.map(({ context, ...order }) => emit('inventory.reserved', order, context));

@@ -2,8 +2,8 @@
 
 import { type Emit, emit } from '../../common/events.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
-import { inventoryCompensations, reservedEvents } from '../../compensation/inventory.ts';
-import { isLow, planReservation } from './domain.ts';
+import { rejectUnfillable, releaseReservation } from '../../compensation/inventory.ts';
+import { isLow, planReservation, reservedEvents } from './domain.ts';
 import type { InventoryStore } from './store.ts';
 
 /** After reserving, every touched SKU left at or under its reorder point asks for a restock. */
@@ -17,8 +17,8 @@ async function lowStockEvents(store: InventoryStore, skus: readonly string[]): P
 }
 
 const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store, { failAt, saga }) => {
-  // Seen before (another delivery, or a cancellation's tombstone): refuse.
-  if (await store.order(data.orderId)) return [];
+  // Called off before it came, or seen before (another delivery): refuse.
+  if ((await store.tombstones.has(data.orderId)) || (await store.order(data.orderId))) return [];
   const stock = await store.stock(data.items.map((item) => item.sku));
   const plan = planReservation(data.items, stock, failAt === 'inventory');
   if (plan.kind === 'rejected') {
@@ -33,7 +33,7 @@ const reserve: Handler<'order.created', InventoryStore> = async ({ data }, store
   const shortages = plan.lines.filter((l) => l.missing > 0).map(({ sku, missing }) => ({ sku, missing }));
   await store.setOrder(data.orderId, shortages.length > 0 ? 'BACKORDERED' : 'RESERVED', {
     shippingAddress: data.shippingAddress,
-    context: { orderId: saga.orderId, traceparent: saga.traceparent, failAt: saga.failAt },
+    context: saga,
   });
   const outcome =
     shortages.length > 0
@@ -80,5 +80,7 @@ export const handlers: Handlers<InventoryStore> = {
   'order.created': reserve,
   'replenishment.completed': restock,
   'shipment.dispatched': deduct,
-  ...inventoryCompensations,
+  // Compensations (compensation/inventory.ts).
+  'order.cancelled': releaseReservation,
+  'replenishment.failed': rejectUnfillable,
 };

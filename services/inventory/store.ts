@@ -1,24 +1,17 @@
-/** Inventory's tables: stock per SKU, the orders it has seen, reservations and backorders. */
+/** Inventory's tables: stock per SKU, the orders it has seen, reservations, backorders and tombstones. */
 import { type Generated, sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
 import type { EventData, SagaContext } from '../../common/events.ts';
-import { allocate, type StockLevel } from './domain.ts';
+import { readContext, type StoredContext, storeContext } from '../../common/saga-context.ts';
+import { createTombstones, type TombstoneTables, tombstones } from '../../common/tombstones.ts';
+import { allocate, type NowReserved, type StockLevel } from './domain.ts';
 
-/**
- * What inventory knows of an order. CANCELLED is a tombstone: the cancellation arrived before
- * order.created, which is then refused.
- */
-export type InventoryOrderStatus =
-  | 'RESERVED'
-  | 'BACKORDERED'
-  | 'REJECTED'
-  | 'DEDUCTED'
-  | 'RELEASED'
-  | 'CANCELLED';
+/** What inventory knows of an order it has reserved (or rejected). */
+export type InventoryOrderStatus = 'RESERVED' | 'BACKORDERED' | 'REJECTED' | 'DEDUCTED' | 'RELEASED';
 
-export interface InventoryTables {
+export interface InventoryTables extends TombstoneTables {
   stock: {
     sku: string;
     name: string;
@@ -30,12 +23,13 @@ export interface InventoryTables {
     replenished: number;
     dispatched: number;
   };
+  /** The orders it has decided on; one cancelled before its order.created has a tombstone instead. */
   orders: {
     order_id: string;
     status: InventoryOrderStatus;
     shipping_address: string | null;
     /** The order's saga context, for events about it emitted while handling another order's. */
-    context: string | null;
+    context: StoredContext | null;
     updated_at: string;
   };
   reservations: { order_id: string; sku: string; requested: number; quantity: number };
@@ -106,18 +100,19 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('orders').addColumn('context', 'text').execute();
     },
   },
+  '0004_tombstones': {
+    async up(db) {
+      await createTombstones(db);
+      // An earlier version kept a tombstone as an order row in status CANCELLED.
+      await sql`insert into tombstones (order_id, reason, left_at)
+        select order_id, null, updated_at from orders where status = 'CANCELLED'`.execute(db);
+      await db.deleteFrom('orders').where('status', '=', 'CANCELLED').execute();
+    },
+  },
 };
 
 type Address = EventData<'order.created'>['shippingAddress'];
 type Items = EventData<'inventory.reserved'>['items'];
-
-/** An order whose last backorder was just filled: ready for inventory.reserved, in its own saga context. */
-export interface NowReserved {
-  orderId: string;
-  items: Items;
-  shippingAddress: Address;
-  context: SagaContext;
-}
 
 const toLevel = (row: InventoryTables['stock']): StockLevel => ({
   sku: row.sku,
@@ -220,6 +215,8 @@ const deductStock = prepare((db: Db<InventoryTables>, p: Params<{ sku: string; q
 
 export function inventoryStore(trx: Tx<InventoryTables>) {
   const store = {
+    tombstones: tombstones(trx),
+
     async stock(skus: readonly string[]): Promise<Map<string, StockLevel>> {
       const levels = new Map<string, StockLevel>();
       for (const sku of new Set(skus)) {
@@ -243,7 +240,7 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
         order_id: orderId,
         status,
         shipping_address: first ? JSON.stringify(first.shippingAddress) : null,
-        context: first ? JSON.stringify(first.context) : null,
+        context: first ? storeContext(first.context) : null,
         updated_at: nowIso(),
       });
     },
@@ -321,7 +318,7 @@ export function inventoryStore(trx: Tx<InventoryTables>) {
           orderId,
           items: items as Items,
           shippingAddress: JSON.parse(order.shipping_address ?? 'null'),
-          context: { orderId, ...JSON.parse(order.context ?? '{}') },
+          context: readContext(order.context),
         });
       }
       return ready;

@@ -8,6 +8,7 @@ import type { components } from '../../common/generated/api.ts';
 import type { HttpServer } from '../../common/http.ts';
 import { childTraceparent, newId } from '../../common/ids.ts';
 import type { Runner } from '../../common/runner.ts';
+import { readContext, storeContext } from '../../common/saga-context.ts';
 import { type CancelReason, isTerminal, type OrderStatus, requestCancel } from './domain.ts';
 import {
   listOrders,
@@ -52,17 +53,6 @@ export class OrderWatch {
   }
 }
 
-/** The saga context of an order, for events emitted on its behalf outside a message. */
-export const orderContext = (order: {
-  id: string;
-  traceparent: string | null;
-  fail_at: string | null;
-}): SagaContext => ({
-  orderId: order.id,
-  ...(order.traceparent ? { traceparent: order.traceparent } : {}),
-  ...(order.fail_at ? { failAt: order.fail_at as FailAt } : {}),
-});
-
 /** CANCELLING + order.cancel_requested, in one transaction; the outcome says what the order was. */
 export async function cancelOrder(runner: Runner<OrderTables, OrderStore>, id: string, reason: CancelReason) {
   const { value } = await runner.transact(async (store) => {
@@ -73,7 +63,7 @@ export async function cancelOrder(runner: Runner<OrderTables, OrderStore>, id: s
     await store.update(id, { status: 'CANCELLING', cancelReason: reason });
     return {
       value: decision.outcome,
-      emit: decision.emit.map((e) => ({ ...e, context: orderContext(order) })),
+      emit: decision.emit.map((e) => ({ ...e, context: readContext(order.context) })),
     };
   });
   return value;
@@ -104,33 +94,33 @@ export function addRoutes(
     const request = body as CreateOrder;
     const id = newId();
     const now = new Date();
-    const traceparent = childTraceparent();
-    const { value: order, emitted } = await runner.transact(
-      async (store) => {
-        const order = await store.create({
-          id,
-          customer_id: request.customerId,
-          items: JSON.stringify(request.items),
-          shipping_address: JSON.stringify(request.shippingAddress),
-          traceparent,
-          fail_at: failAt ?? null,
-          created_at: now.toISOString(),
-          deadline_at: new Date(now.getTime() + config.sagaDeadlineMs).toISOString(),
-        });
-        return {
-          value: order,
-          emit: [
-            emit('order.created', {
-              orderId: id,
-              customerId: request.customerId,
-              items: request.items,
-              shippingAddress: request.shippingAddress,
-            }),
-          ],
-        };
-      },
-      { orderId: id, traceparent, ...(failAt ? { failAt } : {}) },
-    );
+    const context: SagaContext = {
+      orderId: id,
+      traceparent: childTraceparent(),
+      ...(failAt ? { failAt } : {}),
+    };
+    const { value: order, emitted } = await runner.transact(async (store) => {
+      const order = await store.create({
+        id,
+        customer_id: request.customerId,
+        items: JSON.stringify(request.items),
+        shipping_address: JSON.stringify(request.shippingAddress),
+        context: storeContext(context),
+        created_at: now.toISOString(),
+        deadline_at: new Date(now.getTime() + config.sagaDeadlineMs).toISOString(),
+      });
+      return {
+        value: order,
+        emit: [
+          emit('order.created', {
+            orderId: id,
+            customerId: request.customerId,
+            items: request.items,
+            shippingAddress: request.shippingAddress,
+          }),
+        ],
+      };
+    }, context);
     // The order as committed, without reading it back: its only event so far is order.created.
     return { status: 201, body: toOrder(order, emitted), headers: { location: `/orders/${id}` } };
   });

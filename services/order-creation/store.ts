@@ -4,6 +4,7 @@ import type { Migration } from 'kysely/migration';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { EMITTED_BY, type SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
+import type { StoredContext } from '../../common/saga-context.ts';
 import type { CancelReason, FailureReason, OrderStatus } from './domain.ts';
 
 type Schemas = components['schemas'];
@@ -20,8 +21,7 @@ export interface OrderTables {
     items: string;
     shipping_address: string;
     /** The saga context of the order, for events emitted outside a message (cancel, deadline). */
-    traceparent: string | null;
-    fail_at: string | null;
+    context: StoredContext;
     created_at: string;
     updated_at: string;
     deadline_at: string;
@@ -83,6 +83,21 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_saga_context': {
+    async up(db) {
+      // The order's traceparent and fail_at columns become its saga context in the common form.
+      await db.schema
+        .alterTable('orders')
+        .addColumn('context', 'text', (c) => c.notNull().defaultTo('{}'))
+        .execute();
+      // json_patch drops the members that are null: absent fields stay out, as storeContext does.
+      await sql`update orders set context = json_patch('{}', json_object('orderId', id, 'traceparent', traceparent, 'failAt', fail_at))`.execute(
+        db,
+      );
+      await db.schema.alterTable('orders').dropColumn('traceparent').execute();
+      await db.schema.alterTable('orders').dropColumn('fail_at').execute();
+    },
+  },
 };
 
 type OrderRow = OrderTables['orders'];
@@ -114,8 +129,7 @@ const insertOrder = prepare((db: Db<OrderTables>, p: Params<OrderRow>) =>
         'cancel_reason',
         'items',
         'shipping_address',
-        'traceparent',
-        'fail_at',
+        'context',
         'created_at',
         'updated_at',
         'deadline_at',

@@ -1,8 +1,9 @@
 /** Replenishment's subscriptions: routing key → handler, compensations included. */
 
-import { emit, type SagaContext } from '../../common/events.ts';
+import { emit } from '../../common/events.ts';
 import type { Handler, Handlers, Outcome } from '../../common/runner.ts';
-import { replenishmentCompensations } from '../../compensation/replenishment.ts';
+import { readContext } from '../../common/saga-context.ts';
+import { cancelPurchases } from '../../compensation/replenishment.ts';
 import { restockQuantity, supplierAnswer } from './domain.ts';
 import type { Replenishment, ReplenishmentStore } from './store.ts';
 
@@ -11,7 +12,7 @@ const orderForBackorder: Handler<'inventory.backordered', ReplenishmentStore> = 
   store,
   { config, saga },
 ) => {
-  if (await store.isCancelled(event.data.orderId)) return [];
+  if (await store.tombstones.has(event.data.orderId)) return [];
   for (const { sku, missing } of event.data.shortages) {
     await store.request({
       sku,
@@ -40,7 +41,8 @@ const restock: Handler<'stock.low', ReplenishmentStore> = async (event, store, {
 export const handlers: Handlers<ReplenishmentStore> = {
   'inventory.backordered': orderForBackorder,
   'stock.low': restock,
-  ...replenishmentCompensations,
+  // Compensation (compensation/replenishment.ts).
+  'order.cancelled': cancelPurchases,
 };
 
 /** The supplier's answer to one due request: the request is settled and the answer emitted. */
@@ -49,7 +51,7 @@ export async function deliver(
   request: Replenishment,
   faultInjection: boolean,
 ): Promise<Outcome<void>> {
-  const context = JSON.parse(request.context) as SagaContext;
+  const context = readContext(request.context);
   const injected =
     faultInjection && context.failAt === 'replenishment' && request.order_id === context.orderId;
   const answer = supplierAnswer(request.sku, injected);

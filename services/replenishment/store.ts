@@ -1,13 +1,16 @@
 /** Replenishment's tables: purchase requests to the supplier, and tombstones of cancelled orders. */
+import { sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import type { SagaContext } from '../../common/events.ts';
 import { newId } from '../../common/ids.ts';
+import { type StoredContext, storeContext } from '../../common/saga-context.ts';
+import { createTombstones, type TombstoneTables, tombstones } from '../../common/tombstones.ts';
 
 export type ReplenishmentStatus = 'PENDING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
 export type Trigger = 'inventory.backordered' | 'stock.low';
 
-export interface ReplenishmentTables {
+export interface ReplenishmentTables extends TombstoneTables {
   replenishments: {
     id: string;
     sku: string;
@@ -17,12 +20,11 @@ export interface ReplenishmentTables {
     status: ReplenishmentStatus;
     detail: string | null;
     /** The saga context of the triggering event, copied onto the event the supplier's answer emits. */
-    context: string;
+    context: StoredContext;
     created_at: string;
     due_at: string;
     settled_at: string | null;
   };
-  cancelled_orders: { order_id: string; cancelled_at: string };
 }
 
 export const migrations: Record<string, Migration> = {
@@ -67,6 +69,15 @@ export const migrations: Record<string, Migration> = {
         .on('replenishments')
         .columns(['sku', 'trigger', 'status', 'settled_at'])
         .execute();
+    },
+  },
+  '0004_tombstones': {
+    async up(db) {
+      await createTombstones(db);
+      // An earlier version kept them in a table of its own, without the reason.
+      await sql`insert into tombstones (order_id, reason, left_at)
+        select order_id, null, cancelled_at from cancelled_orders`.execute(db);
+      await db.schema.dropTable('cancelled_orders').execute();
     },
   },
 };
@@ -116,12 +127,11 @@ const settlePending = prepare((db: Db<ReplenishmentTables>, p: Params<Settlement
     .where('status', '=', 'PENDING')
     .returningAll(),
 );
-const cancelledOrder = prepare((db: Db<ReplenishmentTables>, p: Params<{ orderId: string }>) =>
-  db.selectFrom('cancelled_orders').select('order_id').where('order_id', '=', p('orderId')),
-);
 
 export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
   return {
+    tombstones: tombstones(trx),
+
     async request(r: {
       sku: string;
       quantity: number;
@@ -139,7 +149,7 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
         trigger: r.trigger,
         status: 'PENDING',
         detail: null,
-        context: JSON.stringify(r.context),
+        context: storeContext(r.context),
         created_at: new Date(now).toISOString(),
         due_at: new Date(now + r.delayMs).toISOString(),
         settled_at: null,
@@ -164,24 +174,14 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
       return (await settlePending(trx, settlement)).rows[0];
     },
 
-    /** Cancels the order's pending requests and leaves a tombstone against late backorders. */
-    async cancelOrder(orderId: string): Promise<number> {
+    /** Cancels the order's pending requests: the supplier answers none of them. */
+    async cancelPending(orderId: string): Promise<void> {
       await trx
-        .insertInto('cancelled_orders')
-        .values({ order_id: orderId, cancelled_at: nowIso() })
-        .onConflict((oc) => oc.doNothing())
-        .execute();
-      const result = await trx
         .updateTable('replenishments')
         .set({ status: 'CANCELLED', detail: 'order cancelled', settled_at: nowIso() })
         .where('order_id', '=', orderId)
         .where('status', '=', 'PENDING')
-        .executeTakeFirst();
-      return Number(result.numUpdatedRows);
-    },
-
-    async isCancelled(orderId: string): Promise<boolean> {
-      return (await cancelledOrder(trx, { orderId })).rows.length > 0;
+        .execute();
     },
   };
 }

@@ -2,7 +2,7 @@
 import { emit } from '../../common/events.ts';
 import { newId } from '../../common/ids.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
-import { shipmentCompensations } from '../../compensation/shipment.ts';
+import { neverDispatch } from '../../compensation/shipment.ts';
 import { shippingDecision, trackingNumber } from './domain.ts';
 import type { ShipmentStore } from './store.ts';
 
@@ -11,8 +11,8 @@ const dispatch: Handler<'inventory.reserved', ShipmentStore> = async (
   store,
   { config, failAt },
 ) => {
-  // Decided before: dispatched, failed, or promised never to ship (a cancellation came first).
-  if (await store.shipment(data.orderId)) return [];
+  // Promised never to ship (a cancellation came first), or decided before: dispatched or failed.
+  if ((await store.tombstones.has(data.orderId)) || (await store.shipment(data.orderId))) return [];
   const country = data.shippingAddress.country;
   const decision = shippingDecision(country, config.supportedCountries, failAt === 'shipment');
   if (!decision.ship) {
@@ -55,19 +55,20 @@ const dispatch: Handler<'inventory.reserved', ShipmentStore> = async (
 
 /**
  * The pivot: once dispatched the order cannot be cancelled. Otherwise shipment promises never to
- * dispatch it (the CANCELLED row refuses a later inventory.reserved).
+ * dispatch it: a tombstone, which refuses a later inventory.reserved.
  */
 const answerCancel: Handler<'order.cancel_requested', ShipmentStore> = async ({ data }, store) => {
   const shipment = await store.shipment(data.orderId);
   if (shipment?.status === 'DISPATCHED') {
     return [emit('shipment.cancel_rejected', { orderId: data.orderId, reason: 'ALREADY_DISPATCHED' })];
   }
-  if (!shipment) await store.neverDispatch(data.orderId, data.reason);
+  if (!shipment) await store.tombstones.leave(data.orderId, data.reason);
   return [emit('shipment.cancelled', { orderId: data.orderId })];
 };
 
 export const handlers: Handlers<ShipmentStore> = {
   'inventory.reserved': dispatch,
   'order.cancel_requested': answerCancel,
-  ...shipmentCompensations,
+  // Compensation (compensation/shipment.ts).
+  'order.cancelled': neverDispatch,
 };

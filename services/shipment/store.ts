@@ -1,16 +1,23 @@
-/** Shipment's table: one row per order it has decided on (dispatched, failed, or promised never to ship). */
+/**
+ * Shipment's tables: one row per order it has shipped or failed to ship, and the tombstones of
+ * the orders it promised never to dispatch.
+ */
 import { sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
+import { createTombstones, type TombstoneTables, tombstones } from '../../common/tombstones.ts';
 
-/** CANCELLED is the promise never to dispatch the order (also a tombstone against a late reservation). */
+/**
+ * What GET /shipments shows of an order. CANCELLED is the promise never to dispatch it: its
+ * tombstone, left by a cancel before dispatch or by a cancellation that came first.
+ */
 export type ShipmentStatus = 'DISPATCHED' | 'FAILED' | 'CANCELLED';
 
-export interface ShipmentTables {
+export interface ShipmentTables extends TombstoneTables {
   shipments: {
     order_id: string;
     id: string | null;
-    status: ShipmentStatus;
+    status: Exclude<ShipmentStatus, 'CANCELLED'>;
     carrier: string | null;
     tracking_number: string | null;
     country: string | null;
@@ -37,6 +44,15 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_tombstones': {
+    async up(db) {
+      await createTombstones(db);
+      // An earlier version kept the promise as a shipment row in status CANCELLED, the reason as its detail.
+      await sql`insert into tombstones (order_id, reason, left_at)
+        select order_id, detail, created_at from shipments where status = 'CANCELLED'`.execute(db);
+      await db.deleteFrom('shipments').where('status', '=', 'CANCELLED').execute();
+    },
+  },
 };
 
 type Row = ShipmentTables['shipments'];
@@ -54,35 +70,30 @@ const insertShipment = prepare((db: Db<ShipmentTables>, p: Params<Row>) =>
 );
 
 export function shipmentStore(trx: Tx<ShipmentTables>) {
-  const store = {
+  return {
+    tombstones: tombstones(trx),
     async shipment(orderId: string): Promise<Row | undefined> {
       return (await shipmentOf(trx, { orderId })).rows[0];
-    },
-    /** The promise never to dispatch the order: a CANCELLED row, which refuses a later reservation. */
-    async neverDispatch(orderId: string, reason: string): Promise<void> {
-      await store.record({
-        order_id: orderId,
-        id: null,
-        status: 'CANCELLED',
-        carrier: null,
-        tracking_number: null,
-        country: null,
-        detail: reason,
-      });
     },
     async record(row: Omit<Row, 'created_at'>): Promise<void> {
       await insertShipment(trx, { ...row, created_at: nowIso() });
     },
   };
-  return store;
 }
 
 export type ShipmentStore = ReturnType<typeof shipmentStore>;
 
+const LISTED = 1000;
+
+/** The newest shipments (of one order, if given), the promises never to dispatch among them. */
 export async function listShipments(db: Db<ShipmentTables>, orderId?: string) {
-  let query = db.selectFrom('shipments').selectAll().orderBy('created_at', 'desc').limit(1000);
-  if (orderId) query = query.where('order_id', '=', orderId);
-  return (await query.execute()).map((r) => ({
+  let shipped = db.selectFrom('shipments').selectAll().orderBy('created_at', 'desc').limit(LISTED);
+  let promised = db.selectFrom('tombstones').selectAll().orderBy('left_at', 'desc').limit(LISTED);
+  if (orderId) {
+    shipped = shipped.where('order_id', '=', orderId);
+    promised = promised.where('order_id', '=', orderId);
+  }
+  const shipments = (await shipped.execute()).map((r) => ({
     ...(r.id ? { id: r.id } : {}),
     orderId: r.order_id,
     status: r.status,
@@ -92,4 +103,11 @@ export async function listShipments(db: Db<ShipmentTables>, orderId?: string) {
     ...(r.detail ? { detail: r.detail } : {}),
     createdAt: r.created_at,
   }));
+  const promises = (await promised.execute()).map((t) => ({
+    orderId: t.order_id,
+    status: 'CANCELLED' as const,
+    ...(t.reason ? { detail: t.reason } : {}),
+    createdAt: t.left_at,
+  }));
+  return [...shipments, ...promises].sort((a, b) => b.createdAt.localeCompare(a.createdAt)).slice(0, LISTED);
 }

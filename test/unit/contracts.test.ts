@@ -1,10 +1,11 @@
 /**
  * The contracts hold together: every documented route is served and every served route is
- * documented; each service subscribes to exactly what saga.md's routing table says; each
- * main.ts canvas lists what the service really consumes and emits; events validate.
+ * documented; each service subscribes to exactly what saga.md's routing table says, in one map
+ * written out in its handlers.ts; each main.ts canvas lists what the service really consumes and
+ * emits; imports follow the layers; events validate.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../common/config.ts';
 import { contracts } from '../../common/contracts.ts';
@@ -55,7 +56,8 @@ const CONSUMED_BY: Record<RoutingKey, ServiceName[]> = {
   'order.completed': [],
 };
 
-function servedRoutes(service: ServiceName): string[] {
+/** The service's HTTP server with its routes added (none of them called). */
+function serverOf(service: ServiceName): HttpServer {
   const config = loadConfig(service, {});
   const http = new HttpServer({ config, log: createLogger(service, 'silent'), checks: () => ({}) });
   const none = {} as never;
@@ -64,8 +66,14 @@ function servedRoutes(service: ServiceName): string[] {
   if (service === 'inventory') inventoryRoutes(http, none);
   if (service === 'replenishment') replenishmentRoutes(http, none);
   if (service === 'shipment') shipmentRoutes(http, none);
-  return http.routes.sort();
+  return http;
 }
+
+/** The routes a server answers that the document must describe: all but those outside it on purpose. */
+const documentedServed = (http: HttpServer): string[] =>
+  http.routes.filter((route) => !http.undocumentedRoutes.includes(route)).sort();
+
+const servedRoutes = (service: ServiceName): string[] => documentedServed(serverOf(service));
 
 function documentedRoutes(service: ServiceName): string[] {
   const { paths } = contracts().document as { paths: Record<string, Record<string, unknown>> };
@@ -84,6 +92,22 @@ describe('the HTTP routes', () => {
     expect(servedRoutes(service)).toEqual(documentedRoutes(service));
   });
 
+  it('leave out a route outside the document on purpose, and refuse one not declared so', () => {
+    const http = serverOf('inventory');
+    const metrics = () => ({ status: 200, body: '' });
+
+    http.route('get', '/metrics', metrics, { documented: false });
+
+    expect(http.routes).toContain('GET /metrics');
+    expect(documentedServed(http)).toEqual(documentedRoutes('inventory'));
+    expect(() => http.route('get', '/dashboard', metrics)).toThrow(
+      'GET /dashboard is not in openapi/openapi.json: document it first',
+    );
+    expect(() => http.route('get', '/stock', metrics, { documented: false })).toThrow(
+      'GET /stock is in openapi/openapi.json',
+    );
+  });
+
   it('cover every path of the document', () => {
     const { paths } = contracts().document as { paths: Record<string, unknown> };
     const served = new Set(SERVICES.flatMap(servedRoutes).map((r) => r.split(' ')[1]));
@@ -95,6 +119,14 @@ describe('the subscriptions', () => {
   it.each(SERVICES)('of %s match the routing table of saga.md', (service) => {
     const expected = ROUTING_KEYS.filter((key) => CONSUMED_BY[key].includes(service));
     expect(Object.keys(HANDLERS[service]).sort()).toEqual(expected.sort());
+  });
+
+  it.each(SERVICES)('of %s are written out, key by key, in the one map of its handlers.ts', (service) => {
+    const text = readFileSync(join(ROOT, 'services', service, 'handlers.ts'), 'utf8');
+    const map = /export const handlers[^=]*= \{([\s\S]*?)\n\};/.exec(text)?.[1] ?? '';
+    const written = [...map.matchAll(/^\s*'([a-z]+\.[a-z_]+)': \w+,$/gm)].map((m) => m[1]);
+    expect(map, 'no spread: every subscription is visible here').not.toContain('...');
+    expect(written.sort()).toEqual(Object.keys(HANDLERS[service]).sort());
   });
 
   it('leave no routing key without a consumer but the notifications, so mandatory publishing never bounces', () => {
@@ -119,6 +151,74 @@ describe('the canvas at the top of each main.ts', () => {
     expect([...emits].sort()).toEqual(own.sort());
     const foreign = Object.keys(HANDLERS[service]).filter((key) => EMITTED_BY[key as RoutingKey] !== service);
     for (const key of foreign) expect(consumes, `${service} canvas misses ${key}`).toContain(key);
+  });
+});
+
+/** The project's own modules (relative to the root) each module imports, type-only imports included. */
+function importsOf(module: string): string[] {
+  const text = readFileSync(join(ROOT, module), 'utf8');
+  return [...text.matchAll(/^(?:import|export)[^'"]*from '(\.[^']+)'/gm)].map((m) =>
+    relative(ROOT, resolve(ROOT, dirname(module), m[1] as string)),
+  );
+}
+
+const modulesUnder = (folder: string): string[] =>
+  readdirSync(join(ROOT, folder), { recursive: true, encoding: 'utf8' })
+    .filter((file) => file.endsWith('.ts'))
+    .map((file) => join(folder, file));
+
+describe('the direction of imports', () => {
+  it('common/ imports neither a service nor a compensation', () => {
+    for (const module of modulesUnder('common'))
+      expect(
+        importsOf(module).filter((m) => !m.startsWith('common/')),
+        module,
+      ).toEqual([]);
+  });
+
+  it.each(SERVICES)('services/%s imports common/, itself and its own compensations only', (service) => {
+    const allowed = ['common/', `services/${service}/`, `compensation/${service}.ts`];
+    for (const module of modulesUnder(`services/${service}`)) {
+      const foreign = importsOf(module).filter((m) => !allowed.some((a) => m.startsWith(a)));
+      expect(foreign, module).toEqual([]);
+    }
+  });
+
+  it('compensation code never imports back what imports it', () => {
+    for (const compensation of modulesUnder('compensation')) {
+      const service = `services/${compensation.replace(/^compensation\/|\.ts$/g, '')}/`;
+      const seen = new Set<string>();
+      const visit = (module: string): void => {
+        for (const imported of importsOf(module)) {
+          expect(imported, `${compensation} reaches ${module}, which imports ${imported}`).not.toMatch(
+            /^compensation\//,
+          );
+          if (!seen.has(imported)) {
+            seen.add(imported);
+            visit(imported);
+          }
+        }
+      };
+      visit(compensation);
+      const outside = [...seen].filter((m) => !m.startsWith('common/') && !m.startsWith(service));
+      expect(outside, `${compensation} uses common/ and its own service only`).toEqual([]);
+    }
+  });
+
+  it.each(SERVICES)('services/%s takes from compensation/ only what its handlers.ts registers', (service) => {
+    for (const module of modulesUnder(`services/${service}`)) {
+      const text = readFileSync(join(ROOT, module), 'utf8');
+      const taken = [...text.matchAll(/^import \{([^}]*)\} from '[./]+\/compensation\/[^']+';$/gm)].flatMap(
+        (m) => (m[1] as string).split(',').map((name) => name.trim()),
+      );
+      if (!module.endsWith('/handlers.ts')) {
+        expect(taken, `${module} imports a compensation`).toEqual([]);
+        continue;
+      }
+      const registered = [...text.matchAll(/^\s*'[a-z]+\.[a-z_]+': (\w+),$/gm)].map((m) => m[1]);
+      for (const name of taken)
+        expect(registered, `${module} imports ${name} from compensation/`).toContain(name);
+    }
   });
 });
 

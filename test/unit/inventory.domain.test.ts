@@ -5,8 +5,10 @@ import {
   isLow,
   mergeLines,
   planReservation,
+  reservedEvents,
   type StockLevel,
 } from '../../services/inventory/domain.ts';
+import { anAddress } from '../../support/builders.ts';
 
 const aStock = (overrides: Partial<StockLevel> = {}): StockLevel => ({
   sku: 'GIZMO-3',
@@ -237,5 +239,17 @@ describe('inventory rules: low stock', () => {
   it('a discontinued SKU is never low, even with nothing left (it is not worth reordering)', () => {
     expect(isLow(aStock({ onHand: 0, reserved: 0, reorderPoint: 0, discontinued: true }))).toBe(false);
     expect(isLow(aStock({ onHand: 3, reserved: 3, reorderPoint: 10, discontinued: true }))).toBe(false);
+  });
+});
+
+describe('inventory rules: orders a backorder fill completes', () => {
+  it('each is announced as inventory.reserved in its own saga context, not in the one being handled', () => {
+    const shippingAddress = anAddress();
+    const items = [{ sku: 'GIZMO-3', quantity: 8 }] as [{ sku: string; quantity: number }];
+    const context = { orderId: 'order-a', failAt: 'shipment' as const };
+
+    expect(reservedEvents([{ orderId: 'order-a', items, shippingAddress, context }])).toEqual([
+      { type: 'inventory.reserved', data: { orderId: 'order-a', items, shippingAddress }, context },
+    ]);
   });
 });

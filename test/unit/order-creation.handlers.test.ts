@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { storeContext } from '../../common/saga-context.ts';
 import type { CancelReason, OrderStatus } from '../../services/order-creation/domain.ts';
 import { handlers } from '../../services/order-creation/handlers.ts';
 import { migrations, orderStore, readOrder } from '../../services/order-creation/store.ts';
@@ -26,8 +27,7 @@ async function anOrderIn(status: OrderStatus = 'PENDING', cancelReason?: CancelR
       customer_id: order.customerId,
       items: JSON.stringify(order.items),
       shipping_address: JSON.stringify(order.shippingAddress),
-      traceparent: null,
-      fail_at: null,
+      context: storeContext({ orderId: id }),
       created_at: now,
       deadline_at: now,
     });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import type { SagaContext } from '../../common/events.ts';
+import { readContext } from '../../common/saga-context.ts';
 import { cancelPurchases } from '../../compensation/replenishment.ts';
 import { deliver, handlers } from '../../services/replenishment/handlers.ts';
 import type { ReplenishmentStore, ReplenishmentTables } from '../../services/replenishment/store.ts';
@@ -97,7 +97,7 @@ describe('replenishment: buying for a backorder (inventory.backordered)', () => 
     );
 
     const [row] = await requests(replenishment);
-    expect(JSON.parse(row?.context ?? '{}') as SagaContext).toMatchObject({ failAt: 'replenishment' });
+    expect(readContext(row?.context ?? null)).toMatchObject({ failAt: 'replenishment' });
   });
 });
 
@@ -325,7 +325,7 @@ describe('replenishment compensation: calling off a cancelled order’s purchase
     await replenishment.handle(cancelPurchases, orderCancelled(orderId));
     const before = {
       requests: await requests(replenishment),
-      tombstones: await replenishment.db.selectFrom('cancelled_orders').selectAll().execute(),
+      tombstones: await replenishment.db.selectFrom('tombstones').selectAll().execute(),
     };
 
     const again = await replenishment.handle(cancelPurchases, orderCancelled(orderId));
@@ -333,7 +333,7 @@ describe('replenishment compensation: calling off a cancelled order’s purchase
     expect(again).toEqual([]);
     expect({
       requests: await requests(replenishment),
-      tombstones: await replenishment.db.selectFrom('cancelled_orders').selectAll().execute(),
+      tombstones: await replenishment.db.selectFrom('tombstones').selectAll().execute(),
     }).toEqual(before);
   });
 

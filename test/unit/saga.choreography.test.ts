@@ -9,10 +9,11 @@ import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { sql } from 'kysely';
 import { describe, expect, it, vi } from 'vitest';
-import type { Emit, FailAt, RoutingKey, SagaContext, SagaEvent } from '../../common/events.ts';
+import type { Emit, FailAt, RoutingKey, SagaEvent } from '../../common/events.ts';
 import { SAGA_HEADER } from '../../common/headers.ts';
 import { sagaHeaders } from '../../common/outbox.ts';
 import type { Handler, Handlers } from '../../common/runner.ts';
+import { readContext, storeContext } from '../../common/saga-context.ts';
 import { mergeLines } from '../../services/inventory/domain.ts';
 import { handlers as inventoryHandlers } from '../../services/inventory/handlers.ts';
 import { type CancelReason, isTerminal, requestCancel } from '../../services/order-creation/domain.ts';
@@ -93,8 +94,7 @@ async function aSaga() {
           customer_id: 'customer-42',
           items: JSON.stringify(spec.items),
           shipping_address: JSON.stringify(shippingAddress),
-          traceparent: null,
-          fail_at: spec.failAt ?? null,
+          context: storeContext({ orderId: id, failAt: spec.failAt }),
           created_at: now,
           deadline_at: now,
         });
@@ -162,7 +162,7 @@ async function aSaga() {
       const request = pending[index % pending.length];
       if (!request) return;
       const { emitted } = await replenishment.transact((store) => deliver(store, request, true));
-      publish(emitted, JSON.parse(request.context) as SagaContext);
+      publish(emitted, readContext(request.context));
     },
 
     /** Runs everything to the end: queued messages first come first served, then the supplier. */
