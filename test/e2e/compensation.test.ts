@@ -151,36 +151,42 @@ describe('when the customer cancels', () => {
   });
 
   it('100 cancels fired at random moments: every order ends COMPLETED with one shipment or CANCELLED with none', async () => {
-    const orders = await Promise.all(
-      Array.from({ length: 100 }, async (_, i) => {
-        // A plain saga can finish before its cancel lands (it takes ~15 ms at light load); every
-        // fourth order buys more GIZMO-3 than is on hand and waits for the supplier, so some cancels
-        // always meet a saga still running.
-        const line = i % 4 === 0 ? aLine('GIZMO-3', 1000) : aLine('WIDGET-1', 1 + (i % 7));
-        const order = await place(system, anOrder({ items: [line] }));
-        await new Promise((r) => setTimeout(r, Math.random() * 60));
-        const cancel = await system.request('order-creation', 'POST', `/orders/${order.id}/cancel`);
-        expect([202, 409]).toContain(cancel.status);
-        return order.id;
-      }),
-    );
+    // A supplier slower than a cancel under this load (a cancel's POST can take 200 ms here), so
+    // the orders that wait for it are always still running when their cancel lands.
+    const system = await System.start({ env: { SUPPLIER_DELAY_MS: '2000' } });
+    try {
+      const orders = await Promise.all(
+        Array.from({ length: 100 }, async (_, i) => {
+          // A plain saga can finish before its cancel lands (it takes ~15 ms at light load); every
+          // fourth order buys more GIZMO-3 than is on hand and waits for the supplier.
+          const line = i % 4 === 0 ? aLine('GIZMO-3', 1000) : aLine('WIDGET-1', 1 + (i % 7));
+          const order = await place(system, anOrder({ items: [line] }));
+          await new Promise((r) => setTimeout(r, Math.random() * 60));
+          const cancel = await system.request('order-creation', 'POST', `/orders/${order.id}/cancel`);
+          expect([202, 409]).toContain(cancel.status);
+          return order.id;
+        }),
+      );
 
-    const outcomes = await Promise.all(orders.map((id) => awaitTerminal(system, id)));
-    await quiesce(system);
-    const tally = { COMPLETED: 0, CANCELLED: 0 };
-    for (const order of outcomes) {
-      const view = await settled(system, order.id, () => true);
-      expect(['COMPLETED', 'CANCELLED']).toContain(view.order.status);
-      tally[view.order.status as keyof typeof tally] += 1;
-      if (view.order.status === 'COMPLETED') expect(view.dispatched).toHaveLength(1);
-      else {
-        expect(view.order.reason).toBe('CUSTOMER_CANCELLED');
-        expect(view.dispatched).toHaveLength(0);
+      const outcomes = await Promise.all(orders.map((id) => awaitTerminal(system, id)));
+      await quiesce(system);
+      const tally = { COMPLETED: 0, CANCELLED: 0 };
+      for (const order of outcomes) {
+        const view = await settled(system, order.id, () => true);
+        expect(['COMPLETED', 'CANCELLED']).toContain(view.order.status);
+        tally[view.order.status as keyof typeof tally] += 1;
+        if (view.order.status === 'COMPLETED') expect(view.dispatched).toHaveLength(1);
+        else {
+          expect(view.order.reason).toBe('CUSTOMER_CANCELLED');
+          expect(view.dispatched).toHaveLength(0);
+        }
       }
+      console.log(`random cancels: ${tally.COMPLETED} completed, ${tally.CANCELLED} cancelled`);
+      expect(tally.CANCELLED).toBeGreaterThan(0);
+      await expectConsistent(system);
+    } finally {
+      await system.destroy();
     }
-    console.log(`random cancels: ${tally.COMPLETED} completed, ${tally.CANCELLED} cancelled`);
-    expect(tally.CANCELLED).toBeGreaterThan(0);
-    await expectConsistent(system);
   });
 });
 
