@@ -28,8 +28,10 @@ export async function awaitTerminal(system: System, id: string, ms = 20_000): Pr
 
 /** Everything the four services say about one order (and the stock). */
 export async function everyView(system: System, orderId: string) {
-  const [order, shipments, replenishments, stock] = await Promise.all([
-    system.get<Order>('order-creation', `/orders/${orderId}`),
+  // The order first: what its timeline shows was committed by its service before it was read, so
+  // the other views, read after, show it too (read together, one could be answered first).
+  const order = await system.get<Order>('order-creation', `/orders/${orderId}`);
+  const [shipments, replenishments, stock] = await Promise.all([
     system.get<Shipment[]>('shipment', `/shipments?orderId=${orderId}`),
     system.get<Replenishment[]>('replenishment', `/replenishments?orderId=${orderId}`),
     system.get<Stock[]>('inventory', '/stock'),
