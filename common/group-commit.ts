@@ -24,7 +24,6 @@ const BURST = 64;
 export class GroupCommit<T, U extends Unit<T> = Unit<T>> {
   private readonly pending: U[] = [];
   private working?: Promise<void>;
-
   private readonly db: Db<T>;
 
   private readonly onCommit: (burst: readonly U[], events: SagaEvent[]) => void;
@@ -32,7 +31,6 @@ export class GroupCommit<T, U extends Unit<T> = Unit<T>> {
   /** `onCommit` hears of each committed burst, with every event its units wrote, before its units do. */
   constructor(db: Db<T>, onCommit: (burst: readonly U[], events: SagaEvent[]) => void) {
     this.db = db;
-
     this.onCommit = onCommit;
   }
 

@@ -121,20 +121,14 @@ export class OutboxRelay {
   private readonly confirming = new Set<Promise<void>>();
 
   private readonly db: Kysely<RunnerTables>;
-
   private readonly broker: Broker;
-
   private readonly service: ServiceName;
-
   private readonly log: Logger;
 
   constructor(db: Kysely<RunnerTables>, broker: Broker, service: ServiceName, log: Logger) {
     this.db = db;
-
     this.broker = broker;
-
     this.service = service;
-
     this.log = log;
   }
 

@@ -128,7 +128,6 @@ export class Runner<T, S> {
   private readonly commits: GroupCommit<T, RunnerUnit<T>>;
   private readonly retries: RetryPolicy;
   private pruneTimer?: NodeJS.Timeout;
-
   private readonly options: RunnerOptions<T, S>;
 
   constructor(options: RunnerOptions<T, S>) {

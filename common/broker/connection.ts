@@ -45,20 +45,14 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
   ready = false;
   /** Settles what this broker delivered: acks, retried and parked copies. */
   readonly settlement: BrokerSettlement;
-
   private readonly config: Config;
-
   private readonly topology: Topology;
-
   private readonly log: Logger;
 
   constructor(config: Config, topology: Topology, log: Logger) {
     super();
-
     this.config = config;
-
     this.topology = topology;
-
     this.log = log;
 
     this.settlement = new BrokerSettlement(this, log);

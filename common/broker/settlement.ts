@@ -71,12 +71,10 @@ export class AmqpDelivery implements Delivery {
 /** The settlement of the deliveries of one service's Broker. */
 export class BrokerSettlement implements Settlement {
   private readonly broker: Broker;
-
   private readonly log: Logger;
 
   constructor(broker: Broker, log: Logger) {
     this.broker = broker;
-
     this.log = log;
   }
 
