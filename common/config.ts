@@ -3,6 +3,7 @@
  * listed in CONFIG_KEYS (the README's table is checked against it). Invalid values stop the
  * service at start with a message naming each one.
  */
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { ServiceName } from './events.ts';
 
@@ -18,7 +19,12 @@ export const CONFIG_KEYS = {
   AMQP_URL: {
     kind: 'url',
     default: 'amqp://guest:guest@127.0.0.1:5672',
-    doc: 'RabbitMQ connection URL (vhost in the path).',
+    doc: 'RabbitMQ connection URL (vhost in the path). The nodes of one cluster: their URLs, comma-separated; a service connects to one and goes round the others when it loses it.',
+  },
+  INSTANCE_NAME: {
+    kind: 'string',
+    default: '',
+    doc: 'Names this instance of the service, in its broker connection (`<service> <instance>`, as the RabbitMQ console shows it) and its logs. Empty: `<host>:<pid>`.',
   },
   SAGA_EXCHANGE: {
     kind: 'string',
@@ -121,7 +127,10 @@ export const PORT_KEYS = {
 
 export interface Config {
   service: ServiceName;
-  amqpUrl: string;
+  /** One URL, or the nodes of one cluster: connect to any, go round them. */
+  amqpUrls: string[];
+  /** This instance of the service among its others (host:pid unless INSTANCE_NAME says). */
+  instance: string;
   exchange: string;
   queueType: 'quorum' | 'classic';
   deliveryLimit: number;
@@ -178,9 +187,13 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
     if (value !== 'true' && value !== 'false') problems.push(`${key}="${value}" must be true or false`);
     return value === 'true';
   };
-  const amqpUrl = raw('AMQP_URL');
-  if (!/^amqps?:\/\/[^\s]+$/.test(amqpUrl))
-    problems.push(`AMQP_URL="${amqpUrl}" must be an amqp:// or amqps:// URL`);
+  const amqpUrls = raw('AMQP_URL')
+    .split(',')
+    .map((url) => url.trim());
+  for (const url of amqpUrls) {
+    const problem = amqpUrlProblem(url);
+    if (problem) problems.push(`AMQP_URL has "${redactUrl(url)}": ${problem}`);
+  }
   const exchange = raw('SAGA_EXCHANGE');
   if (!/^[\w.-]{1,200}$/.test(exchange))
     problems.push(`SAGA_EXCHANGE="${exchange}" must be letters, digits, '.', '-' or '_'`);
@@ -200,7 +213,8 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
   };
   const config: Config = {
     service,
-    amqpUrl,
+    amqpUrls,
+    instance: raw('INSTANCE_NAME') || `${hostname()}:${process.pid}`,
     exchange,
     queueType: oneOf('QUEUE_TYPE', ['quorum', 'classic'] as const),
     deliveryLimit: int('DELIVERY_LIMIT', 1, 1000),
@@ -225,7 +239,22 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
   return config;
 }
 
-/** The URL with its password hidden, for messages and logs. */
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:/@]+):([^@]*)@/, '//$1:***@');
+/** Every password in the text hidden (a URL, a comma-separated list of them, a message naming them). */
+export function redactUrl(text: string): string {
+  return text.replace(/\/\/([^:/@,\s]+):([^@,\s]*)@/g, '//$1:***@');
+}
+
+/** What is wrong with one broker URL, or undefined: caught at start, not retried as a broker that is down. */
+function amqpUrlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'not a URL (amqp://user:password@host:port/vhost)';
+  }
+  if (parsed.protocol !== 'amqp:' && parsed.protocol !== 'amqps:')
+    return 'must be an amqp:// or amqps:// URL';
+  if (!parsed.hostname) return 'has no host';
+  if (parsed.port && !(Number(parsed.port) >= 1 && Number(parsed.port) <= 65535)) return 'has no valid port';
+  return undefined;
 }

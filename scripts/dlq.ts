@@ -214,13 +214,12 @@ async function main(): Promise<number> {
     console.error(error.message);
     return 2;
   }
-  const url = redactUrl(config.amqpUrl);
   let dlq: DeadLetters;
   try {
-    dlq = await DeadLetters.connect(config.amqpUrl, `dlq ${args.command}`);
+    dlq = await DeadLetters.connect(config.amqpUrls, `dlq ${args.command}`);
   } catch (error) {
     console.error(
-      `Cannot reach RabbitMQ at ${url}: ${((error as Error).message || String(error)).split(config.amqpUrl).join(url)}. ` +
+      `Cannot reach RabbitMQ at ${redactUrl(config.amqpUrls.join(','))}: ${redactUrl((error as Error).message || String(error))}. ` +
         'Start it or set AMQP_URL.',
     );
     return 2;

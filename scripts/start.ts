@@ -91,7 +91,7 @@ function format(service: ServiceName, record: Record<string, unknown>): string {
 
 const dataDir = relative(process.cwd(), config.dataDir);
 console.log(
-  `Starting the order saga: exchange ${config.exchange}, data in ${dataDir.startsWith('..') || !dataDir ? config.dataDir : `./${dataDir}`}, broker ${redactUrl(config.amqpUrl)}`,
+  `Starting the order saga: exchange ${config.exchange}, data in ${dataDir.startsWith('..') || !dataDir ? config.dataDir : `./${dataDir}`}, broker ${redactUrl(config.amqpUrls.join(','))}`,
 );
 
 const children = new Map<ServiceName, ChildProcess>();
@@ -187,7 +187,7 @@ if (!stopping && waiting.size > 0) {
   stopAll();
 } else if (!stopping) {
   const host = config.httpHost === '0.0.0.0' ? 'localhost' : config.httpHost;
-  const brokerHost = new URL(config.amqpUrl.replace(/^amqps?:/, 'http:')).hostname;
+  const brokerHost = new URL(config.amqpUrls[0] ?? '').hostname;
   console.log(
     [
       '',
@@ -196,7 +196,7 @@ if (!stopping && waiting.size > 0) {
       `  Order API          http://${host}:${config.ports['order-creation']}/orders`,
       `  Stock              http://${host}:${config.ports.inventory}/stock`,
       `  RabbitMQ console   http://${brokerHost}:15672  (guest/guest; queues ${config.exchange}.*)`,
-      `  Broker             ${redactUrl(config.amqpUrl)}, exchange ${config.exchange}`,
+      `  Broker             ${redactUrl(config.amqpUrls.join(','))}, exchange ${config.exchange}`,
       "Ctrl-C stops everything. The services' logs follow.",
       '',
     ].join('\n'),

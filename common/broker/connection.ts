@@ -10,6 +10,7 @@ import amqp, { type Channel, type ConfirmChannel, type Options, type RecoveringC
 import { type Config, redactUrl } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import type { Delivery, Transport } from '../transport.ts';
+import { BrokerNodes } from './nodes.ts';
 import { AmqpDelivery, BrokerSettlement } from './settlement.ts';
 import { declareTopology, type QueueNames, type Topology } from './topology.ts';
 
@@ -48,10 +49,12 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
   private readonly config: Config;
   private readonly topology: Topology;
   private readonly log: Logger;
+  private readonly nodes: BrokerNodes;
 
   constructor(config: Config, topology: Topology, log: Logger) {
     super();
     this.config = config;
+    this.nodes = new BrokerNodes(config.amqpUrls);
     this.topology = topology;
     this.log = log;
 
@@ -72,10 +75,12 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
    * BrokerUnreachableError naming the URL. Once connected, reconnection never gives up.
    */
   async connect(): Promise<void> {
-    const url = redactUrl(this.config.amqpUrl);
+    const { nodes } = this;
     let lastError: Error | undefined;
-    const connection = await amqp.connect(this.config.amqpUrl, {
-      clientProperties: { connection_name: this.config.service },
+    // amqplib types the address as a URL string or a plain options object; ours is the latter.
+    const connection = await amqp.connect(nodes.address as unknown as Options.Connect, {
+      // How the RabbitMQ console names this connection: which service, which instance of it.
+      clientProperties: { connection_name: `${this.config.service} ${this.config.instance}` },
       // Without it, a publish right after an ack waits for the broker's delayed TCP ack (~40 ms a hop).
       noDelay: true,
       recovery: {
@@ -91,14 +96,20 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
     this.connection = connection;
     connection.on('connect-failed', (error) => {
       lastError = error;
-      this.log.warn({ err: error.message, url }, 'broker connection failed, retrying');
+      this.log.warn(
+        { err: redactUrl(error.message), url: nodes.current },
+        'broker connection failed, retrying',
+      );
+      nodes.next();
     });
     connection.on('disconnect', (error) => {
       this.markLost(error);
+      // The node we had may be the one that went: the next attempt dials another.
+      nodes.next();
     });
     connection.on('connect', () => {
       this.ready = true;
-      this.log.info({ url }, 'broker connected, topology declared');
+      this.log.info({ url: nodes.current }, 'broker connected, topology declared');
       this.emit('ready');
     });
     connection.on('error', (error) => this.log.warn({ err: error.message }, 'broker connection error'));
@@ -113,8 +124,8 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
         reject(
           new BrokerUnreachableError(
             this.fatal
-              ? `RabbitMQ at ${url} refused the topology: ${this.fatal.message}`
-              : `RabbitMQ is unreachable at ${url} after ${this.config.brokerConnectTimeoutMs} ms` +
+              ? `RabbitMQ at ${nodes.current} refused the topology: ${this.fatal.message}`
+              : `RabbitMQ is unreachable at ${nodes.all} after ${this.config.brokerConnectTimeoutMs} ms` +
                   `${cause ? ` (${cause.message})` : ''}. Start one (Debian: \`rabbitmq-server -detached\`; ` +
                   'Docker: `docker run -d -p 5672:5672 -p 15672:15672 rabbitmq:3-management`) or set AMQP_URL.',
           ),

@@ -84,13 +84,22 @@ export class DeadLetters {
   }
 
   /** Connects (or rejects within 10 s), naming the connection `name` on the broker. */
-  static async connect(url: string, name: string): Promise<DeadLetters> {
-    const connection = await amqp.connect(url, {
-      timeout: 10_000,
-      clientProperties: { connection_name: name },
-    });
-    connection.on('error', () => {});
-    return new DeadLetters(connection);
+  /** Connects to the first of the cluster's nodes that answers; throws the last node's error. */
+  static async connect(urls: readonly string[], name: string): Promise<DeadLetters> {
+    let failure: unknown;
+    for (const url of urls) {
+      try {
+        const connection = await amqp.connect(url, {
+          timeout: 10_000,
+          clientProperties: { connection_name: name },
+        });
+        connection.on('error', () => {});
+        return new DeadLetters(connection);
+      } catch (error) {
+        failure = error;
+      }
+    }
+    throw failure;
   }
 
   /** Ready messages in the queue, or undefined when it does not exist (a 404 closes the channel). */

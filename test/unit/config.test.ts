@@ -1,6 +1,6 @@
 /** The configuration accepts what its messages say it accepts, and nothing else. */
 import { describe, expect, it } from 'vitest';
-import { CONFIG_KEYS, ConfigError, type ConfigKey, loadConfig } from '../../common/config.ts';
+import { CONFIG_KEYS, ConfigError, type ConfigKey, loadConfig, redactUrl } from '../../common/config.ts';
 
 const BOOLEAN_KEYS = (Object.keys(CONFIG_KEYS) as ConfigKey[]).filter(
   (key) => CONFIG_KEYS[key].kind === 'bool',
@@ -43,5 +43,46 @@ describe('a boolean setting', () => {
   it('FAULT_INJECTION defaults to true, and to false when NODE_ENV=production', () => {
     expect(loadConfig('order-creation', {}).faultInjection).toBe(true);
     expect(loadConfig('order-creation', { NODE_ENV: 'production' }).faultInjection).toBe(false);
+  });
+});
+
+describe('AMQP_URL', () => {
+  it('takes the nodes of a cluster, comma-separated, in order', () => {
+    const config = loadConfig('order-creation', {
+      AMQP_URL: 'amqp://a:pa@node1:5672, amqp://b:pb@node2:5673/vhost,amqps://c:pc@node3',
+    });
+    expect(config.amqpUrls).toEqual([
+      'amqp://a:pa@node1:5672',
+      'amqp://b:pb@node2:5673/vhost',
+      'amqps://c:pc@node3',
+    ]);
+  });
+
+  it.each([
+    ['amqp://guest:guest@127.0.0.1:5672,amqp//guest:s3cret@node2:5672', 'amqp//guest:***@node2:5672'],
+    ['amqp://guest:guest@127.0.0.1:5672,http://guest:s3cret@node2', 'http://guest:***@node2'],
+    ['amqp://guest:guest@127.0.0.1:5672,', ''],
+    ['amqp://guest:s3cret@:5672', 'amqp://guest:***@:5672'],
+  ])('refuses %s at start, naming the malformed URL without its password', (value, named) => {
+    const problems = problemsWith({ AMQP_URL: value });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toContain(`AMQP_URL has "${named}"`);
+    expect(problems[0]).not.toContain('s3cret');
+  });
+});
+
+describe('redactUrl', () => {
+  it('hides the password of every URL of a list, and of URLs inside a message', () => {
+    const text = redactUrl(
+      'amqp://guest:guest@node1:5672,amqp://admin:s3cret@node2:5673 (failed: amqp://x:y@node3)',
+    );
+    expect(text).toBe('amqp://guest:***@node1:5672,amqp://admin:***@node2:5673 (failed: amqp://x:***@node3)');
+  });
+});
+
+describe('INSTANCE_NAME', () => {
+  it('names the instance; by default its host and process id', () => {
+    expect(loadConfig('inventory', { INSTANCE_NAME: 'inventory-b' }).instance).toBe('inventory-b');
+    expect(loadConfig('inventory', {}).instance).toMatch(new RegExp(`:${process.pid}$`));
   });
 });

@@ -28,6 +28,8 @@ function cells(line: string): string[] {
 
 /** A cell that is exactly one code span: its content; anything else: undefined. */
 function codeSpan(cell: string): string | undefined {
+  // An empty default reads "(empty)": an empty code span does not render.
+  if (cell === '(empty)') return '';
   return /^`([^`]*)`$/.exec(cell)?.[1];
 }
 
