@@ -145,10 +145,27 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
   /** Runs after every successful (re)connect: topology, channels, consumer. */
   private async setup(model: amqp.ChannelModel): Promise<void> {
     this.model = model;
+    // A connection that fails during setup has no other listener yet: unheard, its error would
+    // end the process. Recovery hears of the failure through the setup's rejection.
+    model.on('error', (error: Error) => this.log.warn({ err: error.message }, 'broker connection error'));
     coalesceWrites(model);
-    const declare = await model.createChannel();
     try {
-      await declareTopology(declare, this.topology, this.config);
+      const unavailable = await declareTopology(
+        async () => {
+          const channel = await model.createChannel();
+          // A declaration the broker refuses closes its channel and rejects the call: the caller
+          // hears it there. Unheard, the channel's 'error' would close the whole connection.
+          channel.on('error', () => {});
+          return channel;
+        },
+        this.topology,
+        this.config,
+      );
+      if (unavailable.length > 0)
+        this.log.warn(
+          { queues: unavailable, url: this.nodes.current },
+          'queues whose cluster node is down: retries and parking wait in the work queue until it is back',
+        );
     } catch (error) {
       // 406 PRECONDITION_FAILED: a queue exists with other arguments. Retrying cannot fix it.
       if ((error as { code?: number }).code === 406) {
@@ -157,7 +174,6 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
       }
       throw error;
     }
-    await declare.close();
 
     const publisher = await model.createConfirmChannel();
     publisher.on('return', (message) => {

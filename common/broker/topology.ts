@@ -48,12 +48,27 @@ export interface Topology {
   retryDelaysMs: readonly number[];
 }
 
-/** Declares the topology (idempotent: run after every connect). A queue declared with other arguments fails with 406. */
+/**
+ * On a cluster a classic queue lives on one node: while that node is down, declaring the queue
+ * fails with 404 and closes the channel. The work queue is a quorum queue, on every node.
+ */
+function homeNodeDown(error: unknown): boolean {
+  const { code, message } = error as { code?: number; message?: string };
+  return code === 404 && /home node .* is down/.test(message ?? '');
+}
+
+/**
+ * Declares the topology (idempotent: run after every connect). A queue declared with other
+ * arguments fails with 406. Resolves with the delay and dead-letter queues that could not be
+ * declared because the cluster node they live on is down: the saga goes on without them, and a
+ * retry or a parking waits in the work queue meanwhile (see settlement.ts).
+ */
 export async function declareTopology(
-  channel: Channel,
+  open: () => Promise<Channel>,
   topology: Topology,
   config: Pick<Config, 'queueType' | 'deliveryLimit'>,
-): Promise<void> {
+): Promise<string[]> {
+  let channel = await open();
   const { names, bindings, retryDelaysMs } = topology;
   const { queueType, deliveryLimit } = config;
   await channel.assertExchange(names.exchange, 'topic', { durable: true });
@@ -82,23 +97,36 @@ export async function declareTopology(
   for (const key of ROUTING_KEYS.filter((k) => !bindings.includes(k)))
     await channel.unbindQueue(names.queue, names.exchange, key);
 
+  const unavailable: string[] = [];
+  const sideQueue = async (queue: string, declare: (c: Channel) => Promise<unknown>) => {
+    try {
+      await declare(channel);
+    } catch (error) {
+      if (!homeNodeDown(error)) throw error;
+      unavailable.push(queue);
+      channel = await open();
+    }
+  };
   // Classic on purpose: parked messages are listed (and requeued) by operators, and a quorum
   // queue's delivery limit would one day drop them.
-  await channel.assertQueue(names.deadLetterQueue, {
-    durable: true,
-    arguments: { 'x-queue-type': 'classic' },
+  await sideQueue(names.deadLetterQueue, async (c) => {
+    await c.assertQueue(names.deadLetterQueue, { durable: true, arguments: { 'x-queue-type': 'classic' } });
+    await c.bindQueue(names.deadLetterQueue, names.deadLetterExchange, names.queue);
   });
-  await channel.bindQueue(names.deadLetterQueue, names.deadLetterExchange, names.queue);
 
   for (const [tier, delay] of retryDelaysMs.entries()) {
-    await channel.assertQueue(names.retryQueue(tier), {
-      durable: true,
-      arguments: {
-        'x-queue-type': 'classic',
-        'x-message-ttl': Math.round(delay * (1 + RETRY_JITTER)),
-        'x-dead-letter-exchange': '',
-        'x-dead-letter-routing-key': names.queue,
-      },
-    });
+    await sideQueue(names.retryQueue(tier), (c) =>
+      c.assertQueue(names.retryQueue(tier), {
+        durable: true,
+        arguments: {
+          'x-queue-type': 'classic',
+          'x-message-ttl': Math.round(delay * (1 + RETRY_JITTER)),
+          'x-dead-letter-exchange': '',
+          'x-dead-letter-routing-key': names.queue,
+        },
+      }),
+    );
   }
+  await channel.close();
+  return unavailable;
 }
