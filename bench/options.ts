@@ -22,6 +22,9 @@ const usage = `npm run bench -- [flags]
   --skip-raw              skip the raw ceiling
   --cpu-profile           V8 CPU profile of each service over the measured phase (slows them down;
                           summary printed, .cpuprofile files kept under .tmp/bench-profiles/)
+  --trace                 tracing on, every trace sampled: the services export to an OTLP/HTTP JSON
+                          receiver inside the bench (what tracing costs: compare with a run without)
+  --metrics-off           METRICS=false in the services (what metrics cost: compare with a run with)
   --max-seconds S         stop starting orders after S seconds of the measured phase (120)
   --out FILE              results JSON (.tmp/bench-results.json)`;
 
@@ -39,6 +42,10 @@ export interface BenchConfig {
   rawWindow: number;
   maxSeconds: number;
   prefetch: number;
+  /** Every trace sampled and exported to the bench's receiver. */
+  trace: boolean;
+  /** The services' METRICS switch. */
+  metrics: boolean;
 }
 
 export interface BenchOptions {
@@ -86,6 +93,8 @@ export function parseOptions(): BenchOptions {
       'skip-raw': { type: 'boolean', default: false },
       'cpu-profile': { type: 'boolean', default: false },
       'max-seconds': { type: 'string', default: '120' },
+      trace: { type: 'boolean', default: false },
+      'metrics-off': { type: 'boolean', default: false },
       out: { type: 'string', default: join(ROOT, '.tmp', 'bench-results.json') },
       help: { type: 'boolean', default: false },
     },
@@ -114,6 +123,8 @@ export function parseOptions(): BenchOptions {
       rawWindow: Math.max(1, positiveInt('raw-window', flags['raw-window'])),
       maxSeconds: positiveInt('max-seconds', flags['max-seconds']),
       prefetch: 64,
+      trace: flags.trace,
+      metrics: !flags['metrics-off'],
     },
     skipRaw: flags['skip-raw'],
     cpuProfile: flags['cpu-profile'],
