@@ -1,6 +1,7 @@
 /**
  * An OTLP/HTTP trace receiver that takes the JSON encoding (OTEL_EXPORTER_OTLP_PROTOCOL=http/json):
- * a real HTTP server on a free port that keeps every span it is sent, flattened. For the tests,
+ * a real HTTP server on a free port that keeps every span it is sent, flattened. Protobuf bodies
+ * are kept as they came. For the tests,
  * which check the traces the services export, and the benchmark, which exports every one.
  */
 import { createServer, type Server } from 'node:http';
@@ -63,6 +64,8 @@ export class OtlpReceiver {
   readonly spans: ReceivedSpan[] = [];
   /** Export requests received, whatever their content. */
   requests = 0;
+  /** The bodies sent as protobuf (`http/protobuf`), kept undecoded. */
+  readonly protobuf: Buffer[] = [];
   private readonly server: Server;
 
   private constructor(server: Server) {
@@ -78,6 +81,12 @@ export class OtlpReceiver {
           receiver.requests++;
           if (req.method !== 'POST' || req.url !== '/v1/traces') {
             res.statusCode = 404;
+            res.end();
+            return;
+          }
+          if (req.headers['content-type'] === 'application/x-protobuf') {
+            receiver.protobuf.push(Buffer.concat(chunks));
+            res.setHeader('content-type', 'application/x-protobuf');
             res.end();
             return;
           }

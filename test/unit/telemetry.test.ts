@@ -12,7 +12,8 @@ import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../common/config.ts';
 import { openDatabase } from '../../common/db.ts';
-import { contextOf, exporterOf, logFields, traceparentOf } from '../../common/telemetry.ts';
+import { contextOf, exporterOf, logFields, Telemetry, traceparentOf } from '../../common/telemetry.ts';
+import { OtlpReceiver } from '../../support/otlp.ts';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -71,6 +72,23 @@ describe('tracing configuration', () => {
   it('exports protobuf or JSON as the protocol says', () => {
     expect(exporterOf('http/protobuf', 'http://127.0.0.1:4318')).toBeInstanceOf(ProtoExporter);
     expect(exporterOf('http/json', 'http://127.0.0.1:4318/')).toBeInstanceOf(JsonExporter);
+  });
+
+  it('sends a span as protobuf to <endpoint>/v1/traces by default', async () => {
+    const receiver = await OtlpReceiver.start();
+    try {
+      const config = loadConfig('inventory', { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint });
+      const telemetry = new Telemetry(config);
+      const traceId = '0af7651916cd43dd8448eb211c80319c';
+      telemetry.request('GET', '/stock/{sku}', { traceparent: `00-${traceId}-b7ad6b7169203331-01` }).end(200);
+      await telemetry.shutdown();
+      expect(receiver.protobuf).toHaveLength(1);
+      // The trace id travels as its 16 raw bytes, the route as text.
+      expect(receiver.protobuf[0]?.includes(Buffer.from(traceId, 'hex'))).toBe(true);
+      expect(receiver.protobuf[0]?.includes(Buffer.from('GET /stock/{sku}'))).toBe(true);
+    } finally {
+      await receiver.close();
+    }
   });
 
   it('reads a traceparent into a context and back, and a log line outside any handling has no trace', () => {
