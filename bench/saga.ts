@@ -121,7 +121,7 @@ function startSystem(
       ...(receiver
         ? {
             OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
-            OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+            OTEL_EXPORTER_OTLP_PROTOCOL: benchConfig.traceProtocol,
             OTEL_TRACES_SAMPLER: 'always_on',
           }
         : {}),
@@ -281,10 +281,16 @@ async function main(): Promise<void> {
     printReport(results);
     if (receiver) {
       const spans = receiver.spans.length;
+      const protobufBytes = receiver.protobuf.reduce((n, body) => n + body.length, 0);
       print(
-        `Tracing: every trace sampled, ${spans} spans received so far (${round(spans / (config.warmup + config.orders))} per order)`,
+        `Tracing: every trace sampled, ${config.traceProtocol}: ${receiver.requests} export requests so far, ` +
+          (config.traceProtocol === 'http/json'
+            ? `${spans} spans (${round(spans / (config.warmup + config.orders))} per order)`
+            : `${round(protobufBytes / 1024 / 1024, 1)} MiB of protobuf`),
       );
-      Object.assign(results, { tracing: { spansReceived: spans } });
+      Object.assign(results, {
+        tracing: { requests: receiver.requests, spansReceived: spans, protobufBytes },
+      });
     }
 
     results.benchSeconds = round((performance.now() - benchStarted) / 1000, 1);

@@ -29,7 +29,6 @@ export class Metrics {
   private readonly publishLag: Histogram;
   private readonly http: Histogram<'method' | 'route' | 'status'>;
   private orders?: { total: Counter<'status' | 'reason'>; duration: Histogram<'outcome'> };
-  private inFlight?: () => Promise<Record<string, number>>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -103,8 +102,6 @@ export class Metrics {
    */
   countOrders(inFlight: () => Promise<Record<string, number>>): void {
     const registers = [this.registry];
-    this.inFlight = inFlight;
-    const read = () => this.inFlight?.() ?? Promise.resolve({});
     this.orders = {
       total: new Counter({
         name: 'saga_orders_total',
@@ -127,7 +124,7 @@ export class Metrics {
       registers,
       async collect() {
         this.reset();
-        for (const [status, n] of Object.entries(await read())) this.set({ status }, Number(n));
+        for (const [status, n] of Object.entries(await inFlight())) this.set({ status }, Number(n));
       },
     });
   }

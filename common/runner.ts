@@ -212,9 +212,9 @@ export class Runner<T, S> {
     try {
       event = decode(delivery);
     } catch (error) {
-      return this.recover(delivery, error, started, undefined, hooks?.received?.(delivery));
+      return this.recover(delivery, error, started, undefined, this.scopeOf(delivery));
     }
-    const scope = hooks?.received?.(delivery, event);
+    const scope = this.scopeOf(delivery, event);
     const handler = handlers[event.type] as Handler<RoutingKey, S> | undefined;
     if (!handler) {
       const error = new PermanentError('unknown-routing-key', `no handler for ${event.type}`);
@@ -256,6 +256,16 @@ export class Runner<T, S> {
         delivery,
       });
     });
+  }
+
+  private scopeOf(delivery: Delivery, event?: SagaEvent): DeliveryScope | undefined {
+    try {
+      return this.options.hooks?.received?.(delivery, event);
+    } catch (error) {
+      // Handled without its span rather than not at all.
+      this.options.log.error({ err: error }, 'a runner hook failed');
+      return undefined;
+    }
   }
 
   /** Retries or parks a delivery that failed, as the retry policy says; the transport carries it out. */

@@ -6,7 +6,7 @@
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SERVICES } from '../../common/events.ts';
-import { anEvent, anOrder } from '../../support/builders.ts';
+import { aLine, anEvent, anOrder } from '../../support/builders.ts';
 import { OtlpReceiver, SPAN_KIND, treeOf } from '../../support/otlp.ts';
 import { AMQP_URL, System } from '../../support/system.ts';
 import { awaitTerminal, place, quiesce, settled } from '../support/saga.ts';
@@ -34,6 +34,7 @@ afterAll(async () => {
 });
 
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
+const REPLENISHED = '5cf92f3577b34da6a3ce929d0e0e4737';
 
 describe('one order is one trace across the four services', () => {
   it('continues the caller traceparent through every hop, the compensations included', async () => {
@@ -92,6 +93,32 @@ describe('one order is one trace across the four services', () => {
     expect(hop('replenishment', 'order.cancelled'), tree).toBeDefined();
     expect(hop('shipment', 'order.cancelled'), tree).toBeDefined();
     expect(spans[0]?.resource['service.instance.id']).toMatch(/@.+:\d+$/);
+  });
+
+  it('keeps the trace across the supplier timer of the replenishment path', async () => {
+    const order = await place(system, anOrder({ items: [aLine('GIZMO-3', 8)] }), {
+      traceparent: `00-${REPLENISHED}-00f067aa0ba902b7-01`,
+    });
+    const done = await awaitTerminal(system, order.id);
+    expect(done.timeline.map((t) => t.type)).toContain('replenishment.completed');
+    const spans = await eventually(
+      () => receiver.trace(REPLENISHED),
+      (s) =>
+        s.some(
+          (span) => span.attributes['messaging.rabbitmq.destination.routing_key'] === 'shipment.dispatched',
+        ),
+    );
+    const tree = treeOf(spans);
+    const byId = new Map(spans.map((s) => [s.spanId, s]));
+    // The supplier's answer is published from a timer, yet continues the handling of stock.low.
+    const completed = spans.find(
+      (s) =>
+        s.kind === SPAN_KIND.producer &&
+        s.attributes['messaging.rabbitmq.destination.routing_key'] === 'replenishment.completed',
+    );
+    expect(completed, tree).toMatchObject({ service: 'replenishment' });
+    expect(byId.get(completed?.parentSpanId ?? '')?.kind, tree).toBe(SPAN_KIND.consumer);
+    expect(new Set(spans.map((s) => s.service))).toEqual(new Set(SERVICES));
   });
 
   it('starts a trace when the request brings none', async () => {
