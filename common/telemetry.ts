@@ -48,9 +48,19 @@ import type { SagaEvent } from './events.ts';
 import { childTraceparent } from './ids.ts';
 import type { Delivery } from './transport.ts';
 
-const ORDER_ID = createContextKey('saga.order_id');
-const MESSAGE_ID = createContextKey('saga.message_id');
-const REQUEST_TRACEPARENT = createContextKey('saga.request_traceparent');
+/**
+ * What the active context says of the delivery or request being handled, in one value: one
+ * context to make per message. `traceparent` is its span's (tracing) or the saga's (off).
+ */
+interface Handling {
+  traceparent?: string;
+  orderId?: string;
+  messageId?: string;
+  /** A request, whose traceparent a saga it starts begins with. */
+  request?: boolean;
+}
+const HANDLING = createContextKey('saga.handling');
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
 const propagator = new W3CTraceContextPropagator();
 const headerGetter = {
   keys: (carrier: Readonly<Record<string, unknown>>) => Object.keys(carrier),
@@ -77,17 +87,17 @@ export function contextOf(traceparent: unknown, base: Context = ROOT_CONTEXT): C
  * and the order and message being handled. Empty outside any handling or request.
  */
 export function logFields(): Record<string, string> {
-  const active = context.active();
+  const handling = context.active().getValue(HANDLING) as Handling | undefined;
   const fields: Record<string, string> = {};
-  const span = trace.getSpanContext(active);
-  if (span) {
-    fields.trace_id = span.traceId;
-    fields.span_id = span.spanId;
+  if (!handling) return fields;
+  // Parsed here, for the few lines written, rather than for every message.
+  const ids = handling.traceparent ? TRACEPARENT.exec(handling.traceparent) : null;
+  if (ids?.[1] && ids[2]) {
+    fields.trace_id = ids[1];
+    fields.span_id = ids[2];
   }
-  const orderId = active.getValue(ORDER_ID);
-  if (typeof orderId === 'string') fields.orderId = orderId;
-  const messageId = active.getValue(MESSAGE_ID);
-  if (typeof messageId === 'string') fields.messageId = messageId;
+  if (handling.orderId) fields.orderId = handling.orderId;
+  if (handling.messageId) fields.messageId = handling.messageId;
   return fields;
 }
 
@@ -97,8 +107,8 @@ export function logFields(): Record<string, string> {
  * span id. Outside a request: a new trace.
  */
 export function requestTraceparent(): string {
-  const traceparent = context.active().getValue(REQUEST_TRACEPARENT);
-  return typeof traceparent === 'string' ? traceparent : childTraceparent();
+  const handling = context.active().getValue(HANDLING) as Handling | undefined;
+  return handling?.request && handling.traceparent ? handling.traceparent : childTraceparent();
 }
 
 /** How one delivery's handling is traced: what its handler runs in, and how its span ends. */
@@ -168,18 +178,15 @@ export class Telemetry {
 
   /** The scope of a delivery to `queue`: its consumer span continues the trace its headers carry. */
   received(delivery: Delivery, queue: string, event?: SagaEvent): DeliveryScope {
-    const header = delivery.headers.traceparent;
-    let ctx = contextOf(header);
-    if (event?.orderId) ctx = ctx.setValue(ORDER_ID, event.orderId);
-    if (delivery.messageId) ctx = ctx.setValue(MESSAGE_ID, delivery.messageId);
+    const header =
+      typeof delivery.headers.traceparent === 'string' ? delivery.headers.traceparent : undefined;
+    const { messageId } = delivery;
+    const orderId = event?.orderId;
     if (!this.tracer) {
-      const active = ctx;
-      return {
-        traceparent: typeof header === 'string' ? header : undefined,
-        run: (fn) => context.with(active, fn),
-        ...untraced,
-      };
+      const active = ROOT_CONTEXT.setValue(HANDLING, { traceparent: header, orderId, messageId });
+      return { traceparent: header, run: (fn) => context.with(active, fn), ...untraced };
     }
+    const ctx = contextOf(header);
     const span = this.tracer.startSpan(
       `process ${queue}`,
       {
@@ -198,9 +205,10 @@ export class Telemetry {
       },
       ctx,
     );
-    const active = trace.setSpan(ctx, span);
+    const traceparent = traceparentOf(span.spanContext());
+    const active = trace.setSpan(ctx, span).setValue(HANDLING, { traceparent, orderId, messageId });
     return {
-      traceparent: traceparentOf(span.spanContext()),
+      traceparent,
       run: (fn) => context.with(active, fn),
       retried(attempt, delayMs, error) {
         span.addEvent('retry scheduled', { 'saga.attempt': attempt, 'saga.retry_in_ms': delayMs, error });
@@ -222,7 +230,7 @@ export class Telemetry {
     if (!this.tracer) {
       const incoming = headers.traceparent;
       const traceparent = childTraceparent(typeof incoming === 'string' ? incoming : undefined);
-      const ctx = contextOf(traceparent).setValue(REQUEST_TRACEPARENT, traceparent);
+      const ctx = ROOT_CONTEXT.setValue(HANDLING, { traceparent, request: true });
       return { run: (fn) => context.with(ctx, fn), end() {} };
     }
     const ctx = contextOf(headers.traceparent);
@@ -231,7 +239,9 @@ export class Telemetry {
       { kind: SpanKind.SERVER, attributes: { [ATTR_HTTP_REQUEST_METHOD]: method, [ATTR_HTTP_ROUTE]: route } },
       ctx,
     );
-    const active = trace.setSpan(ctx, span).setValue(REQUEST_TRACEPARENT, traceparentOf(span.spanContext()));
+    const active = trace
+      .setSpan(ctx, span)
+      .setValue(HANDLING, { traceparent: traceparentOf(span.spanContext()), request: true });
     return {
       run: (fn) => context.with(active, fn),
       end(status) {

@@ -103,9 +103,13 @@ describe('one order is one trace across the four services', () => {
     expect(done.timeline.map((t) => t.type)).toContain('replenishment.completed');
     const spans = await eventually(
       () => receiver.trace(REPLENISHED),
+      // Each service exports on its own schedule: wait for the last hop and for all four.
       (s) =>
+        new Set(s.map((span) => span.service)).size === SERVICES.length &&
         s.some(
-          (span) => span.attributes['messaging.rabbitmq.destination.routing_key'] === 'shipment.dispatched',
+          (span) =>
+            span.kind === SPAN_KIND.consumer &&
+            span.attributes['messaging.rabbitmq.destination.routing_key'] === 'shipment.dispatched',
         ),
     );
     const tree = treeOf(spans);

@@ -100,6 +100,35 @@ describe('tracing configuration', () => {
   });
 });
 
+describe('log fields with tracing off', () => {
+  it('come from the delivery being handled: its saga traceparent, order and message', async () => {
+    const telemetry = new Telemetry(loadConfig('inventory', {}));
+    const delivery = {
+      content: Buffer.from('{}'),
+      headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+      messageId: 'm-1',
+      type: 'order.created',
+      routingKey: 'order.created',
+      redelivered: false,
+      attempt: 1,
+    };
+    const scope = telemetry.received(delivery, 'q', { orderId: 'o-1' } as never);
+    // Across an await, as in a handler.
+    const fields = await scope.run(async () => {
+      await new Promise((r) => setTimeout(r, 1));
+      return logFields();
+    });
+    expect(fields).toEqual({
+      trace_id: '0af7651916cd43dd8448eb211c80319c',
+      span_id: 'b7ad6b7169203331',
+      orderId: 'o-1',
+      messageId: 'm-1',
+    });
+    expect(scope.traceparent).toBe(delivery.headers.traceparent);
+    expect(logFields()).toEqual({});
+  });
+});
+
 describe('the outbox of a database made before tracing', () => {
   it('gains its trace_context column when opened', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'saga-trace-column-'));
