@@ -22,6 +22,11 @@ const usage = `npm run bench -- [flags]
   --skip-raw              skip the raw ceiling
   --cpu-profile           V8 CPU profile of each service over the measured phase (slows them down;
                           summary printed, .cpuprofile files kept under .tmp/bench-profiles/)
+  --trace                 tracing on, every trace sampled: the services export to an OTLP/HTTP
+                          receiver inside the bench (what tracing costs: compare with a run without)
+  --trace-protocol P      http/protobuf | http/json: OTEL_EXPORTER_OTLP_PROTOCOL with --trace
+                          (http/protobuf, the default of the services; only JSON spans are counted)
+  --metrics-off           METRICS=false in the services (what metrics cost: compare with a run with)
   --max-seconds S         stop starting orders after S seconds of the measured phase (120)
   --out FILE              results JSON (.tmp/bench-results.json)`;
 
@@ -39,6 +44,12 @@ export interface BenchConfig {
   rawWindow: number;
   maxSeconds: number;
   prefetch: number;
+  /** Every trace sampled and exported to the bench's receiver. */
+  trace: boolean;
+  /** The OTLP encoding of the exported spans. */
+  traceProtocol: 'http/protobuf' | 'http/json';
+  /** The services' METRICS switch. */
+  metrics: boolean;
 }
 
 export interface BenchOptions {
@@ -86,6 +97,9 @@ export function parseOptions(): BenchOptions {
       'skip-raw': { type: 'boolean', default: false },
       'cpu-profile': { type: 'boolean', default: false },
       'max-seconds': { type: 'string', default: '120' },
+      trace: { type: 'boolean', default: false },
+      'trace-protocol': { type: 'string', default: 'http/protobuf' },
+      'metrics-off': { type: 'boolean', default: false },
       out: { type: 'string', default: join(ROOT, '.tmp', 'bench-results.json') },
       help: { type: 'boolean', default: false },
     },
@@ -97,6 +111,11 @@ export function parseOptions(): BenchOptions {
   const queueType = flags['queue-type'];
   if (queueType !== 'quorum' && queueType !== 'classic') {
     console.error(`--queue-type=${queueType} must be quorum or classic`);
+    process.exit(2);
+  }
+  const traceProtocol = flags['trace-protocol'];
+  if (traceProtocol !== 'http/protobuf' && traceProtocol !== 'http/json') {
+    console.error(`--trace-protocol=${traceProtocol} must be http/protobuf or http/json`);
     process.exit(2);
   }
   return {
@@ -114,6 +133,9 @@ export function parseOptions(): BenchOptions {
       rawWindow: Math.max(1, positiveInt('raw-window', flags['raw-window'])),
       maxSeconds: positiveInt('max-seconds', flags['max-seconds']),
       prefetch: 64,
+      trace: flags.trace,
+      traceProtocol,
+      metrics: !flags['metrics-off'],
     },
     skipRaw: flags['skip-raw'],
     cpuProfile: flags['cpu-profile'],

@@ -21,6 +21,7 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { SERVICES } from '../common/events.ts';
+import { OtlpReceiver } from '../support/otlp.ts';
 import { AMQP_URL, System } from '../support/system.ts';
 import { cpuBetween, cpuMark } from './cpu.ts';
 import { figures, type Observations } from './figures.ts';
@@ -102,15 +103,28 @@ async function rawCeiling(brokerPids: Map<string, number>): Promise<Observations
 }
 
 /** 3. The system, with the bench's settings (and the CPU profiler's hook, when asked for). */
-function startSystem(benchConfig: BenchConfig, logs: string[], profileDir?: string): Promise<System> {
+function startSystem(
+  benchConfig: BenchConfig,
+  logs: string[],
+  profileDir?: string,
+  receiver?: OtlpReceiver,
+): Promise<System> {
   log(
-    `starting the services (QUEUE_TYPE=${benchConfig.queueType}, SUPPLIER_DELAY_MS=${benchConfig.supplierDelayMs}) …`,
+    `starting the services (QUEUE_TYPE=${benchConfig.queueType}, SUPPLIER_DELAY_MS=${benchConfig.supplierDelayMs}, tracing ${receiver ? 'on' : 'off'}, METRICS=${benchConfig.metrics}) …`,
   );
   return System.start({
     env: {
       LOG_LEVEL: 'warn',
       QUEUE_TYPE: benchConfig.queueType,
       SUPPLIER_DELAY_MS: String(benchConfig.supplierDelayMs),
+      METRICS: String(benchConfig.metrics),
+      ...(receiver
+        ? {
+            OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL: benchConfig.traceProtocol,
+            OTEL_TRACES_SAMPLER: 'always_on',
+          }
+        : {}),
       ...(profileDir
         ? {
             BENCH_CPU_PROFILE_DIR: profileDir,
@@ -159,7 +173,8 @@ async function main(): Promise<void> {
     ? join(ROOT, '.tmp', 'bench-profiles', String(Date.now()))
     : undefined;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
-  const system = await startSystem(config, logs, profileDir);
+  const receiver = config.trace ? await OtlpReceiver.start() : undefined;
+  const system = await startSystem(config, logs, profileDir, receiver);
   const load = clients(system, config);
   let destroyed = false;
   const destroy = async () => {
@@ -264,6 +279,19 @@ async function main(): Promise<void> {
       logs,
     });
     printReport(results);
+    if (receiver) {
+      const spans = receiver.spans.length;
+      const protobufBytes = receiver.protobuf.reduce((n, body) => n + body.length, 0);
+      print(
+        `Tracing: every trace sampled, ${config.traceProtocol}: ${receiver.requests} export requests so far, ` +
+          (config.traceProtocol === 'http/json'
+            ? `${spans} spans (${round(spans / (config.warmup + config.orders))} per order)`
+            : `${round(protobufBytes / 1024 / 1024, 1)} MiB of protobuf`),
+      );
+      Object.assign(results, {
+        tracing: { requests: receiver.requests, spansReceived: spans, protobufBytes },
+      });
+    }
 
     results.benchSeconds = round((performance.now() - benchStarted) / 1000, 1);
     mkdirSync(dirname(options.out), { recursive: true });
@@ -273,6 +301,7 @@ async function main(): Promise<void> {
     log('stopping the services …');
     await destroy();
     load.close();
+    await receiver?.close();
   }
 }
 

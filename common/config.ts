@@ -113,6 +113,50 @@ export const CONFIG_KEYS = {
     default: 'AT,BE,CH,DE,DK,ES,FI,FR,GB,IE,IT,NL,NO,PL,PT,SE,US,CA',
     doc: 'Destination countries shipment serves; any other makes the shipment fail.',
   },
+  OTEL_EXPORTER_OTLP_ENDPOINT: {
+    kind: 'string',
+    default: '',
+    doc: 'Where traces go (OTLP over HTTP; `/v1/traces` is appended), e.g. `http://127.0.0.1:4318`. Empty: tracing is off and costs nothing.',
+  },
+  OTEL_EXPORTER_OTLP_PROTOCOL: {
+    kind: 'enum',
+    default: 'http/protobuf',
+    values: ['http/protobuf', 'http/json'],
+    doc: 'OTLP encoding of the traces.',
+  },
+  OTEL_TRACES_SAMPLER: {
+    kind: 'enum',
+    default: 'parentbased_always_on',
+    values: [
+      'always_on',
+      'always_off',
+      'traceidratio',
+      'parentbased_always_on',
+      'parentbased_always_off',
+      'parentbased_traceidratio',
+    ],
+    doc: 'Which traces are recorded. The parent-based ones follow the sampling decision of an incoming traceparent.',
+  },
+  OTEL_TRACES_SAMPLER_ARG: {
+    kind: 'string',
+    default: '1',
+    doc: 'The ratio (0 to 1) of the `traceidratio` samplers.',
+  },
+  OTEL_SERVICE_NAME: {
+    kind: 'string',
+    default: '',
+    doc: "The traces' `service.name`. Empty: the service's own name (order-creation, inventory, …).",
+  },
+  OTEL_BSP_SCHEDULE_DELAY: {
+    kind: 'int',
+    default: '5000',
+    doc: 'Milliseconds between two exports of the spans buffered.',
+  },
+  METRICS: {
+    kind: 'bool',
+    default: 'true',
+    doc: 'Count and time what the runner does for `GET /metrics`. A benchmark switch: false measures what metrics cost.',
+  },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -150,6 +194,19 @@ export interface Config {
   sagaDeadlineMs: number;
   supplierDelayMs: number;
   supportedCountries: string[];
+  tracing: TracingConfig;
+  metrics: boolean;
+}
+
+/** OpenTelemetry's standard variables, as this project reads them (telemetry.ts). */
+export interface TracingConfig {
+  /** Unset: tracing is off. */
+  endpoint?: string;
+  protocol: 'http/protobuf' | 'http/json';
+  sampler: (typeof CONFIG_KEYS.OTEL_TRACES_SAMPLER.values)[number];
+  samplerArg: number;
+  serviceName?: string;
+  batchDelayMs: number;
 }
 
 export class ConfigError extends Error {
@@ -211,6 +268,20 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
     replenishment: int('REPLENISHMENT_PORT', 0, 65535),
     shipment: int('SHIPMENT_PORT', 0, 65535),
   };
+  const endpoint = raw('OTEL_EXPORTER_OTLP_ENDPOINT');
+  if (endpoint && !/^https?:\/\/[^\s]+$/.test(endpoint))
+    problems.push(`OTEL_EXPORTER_OTLP_ENDPOINT="${endpoint}" must be an http:// or https:// URL, or empty`);
+  const samplerArg = Number(raw('OTEL_TRACES_SAMPLER_ARG'));
+  if (!(samplerArg >= 0 && samplerArg <= 1))
+    problems.push(`OTEL_TRACES_SAMPLER_ARG="${raw('OTEL_TRACES_SAMPLER_ARG')}" must be a number from 0 to 1`);
+  const tracing: TracingConfig = {
+    ...(endpoint ? { endpoint } : {}),
+    protocol: oneOf('OTEL_EXPORTER_OTLP_PROTOCOL', CONFIG_KEYS.OTEL_EXPORTER_OTLP_PROTOCOL.values),
+    sampler: oneOf('OTEL_TRACES_SAMPLER', CONFIG_KEYS.OTEL_TRACES_SAMPLER.values),
+    samplerArg,
+    ...(raw('OTEL_SERVICE_NAME') ? { serviceName: raw('OTEL_SERVICE_NAME') } : {}),
+    batchDelayMs: int('OTEL_BSP_SCHEDULE_DELAY', 1, 600_000),
+  };
   const config: Config = {
     service,
     amqpUrls,
@@ -234,6 +305,8 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
     sagaDeadlineMs: int('SAGA_DEADLINE_MS', 100, 86_400_000),
     supplierDelayMs: int('SUPPLIER_DELAY_MS', 0, 3_600_000),
     supportedCountries,
+    tracing,
+    metrics: bool('METRICS'),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

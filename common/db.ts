@@ -32,6 +32,8 @@ export interface RunnerTables {
     headers: string;
     created_at: string;
     published_at: string | null;
+    /** The traceparent of what caused the row, when tracing: the producer span continues it. */
+    trace_context: string | null;
   };
 }
 
@@ -73,6 +75,12 @@ const runnerMigration: Migration = {
       .column('seq')
       .where(sql.ref('published_at'), 'is', null)
       .execute();
+  },
+};
+
+const traceContextMigration: Migration = {
+  async up(db) {
+    await db.schema.alterTable('outbox').addColumn('trace_context', 'text').execute();
   },
 };
 
@@ -155,7 +163,16 @@ export async function openDatabase<T>(
   });
   const migrator = new Migrator({
     db,
-    provider: { getMigrations: async () => ({ '0000_runner': runnerMigration, ...migrations }) },
+    provider: {
+      getMigrations: async () => ({
+        '0000_runner': runnerMigration,
+        '0000_runner_trace_context': traceContextMigration,
+        ...migrations,
+      }),
+    },
+    // The runner's and the service's migrations are two sequences in one list: a database made
+    // before the runner's second one has run the service's later ones already.
+    allowUnorderedMigrations: true,
   });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {

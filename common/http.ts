@@ -14,6 +14,7 @@ import { AppError, ValidationError } from './errors.ts';
 import type { ServiceName } from './events.ts';
 import type { Logger } from './logger.ts';
 import { openEventStream, SSE_HEARTBEAT_MS, type SseStream } from './sse.ts';
+import type { RequestScope } from './telemetry.ts';
 
 export type Method = 'get' | 'post';
 
@@ -173,6 +174,11 @@ export interface HttpServerOptions {
   log: Logger;
   /** Readiness checks: every one true → 200, else 503 naming the false ones. */
   checks: () => Record<string, boolean>;
+  /**
+   * When a request reaches a route (`route` is its template, `/orders/{id}`): the scope it is
+   * handled in (a server span), ended with the status once the response is finished.
+   */
+  observe?: (method: string, route: string, headers: Readonly<Record<string, unknown>>) => RequestScope;
 }
 
 export class HttpServer {
@@ -288,7 +294,9 @@ export class HttpServer {
     this.routes.push(route);
     if (!documented) this.undocumentedRoutes.push(route);
     const restifyPath = path.replace(/\{(\w+)\}/g, ':$1');
-    this.server[method](restifyPath, async (req: Request, res: Response) => {
+    const verb = method.toUpperCase();
+    const { observe } = this.options;
+    const handle = async (req: Request, res: Response) => {
       try {
         const params = { ...(req.params ?? {}) };
         const query = { ...((req.query as Record<string, unknown>) ?? {}) };
@@ -309,7 +317,17 @@ export class HttpServer {
       } catch (error) {
         this.sendError(req, res, error);
       }
-    });
+    };
+    this.server[method](
+      restifyPath,
+      observe
+        ? async (req: Request, res: Response) => {
+            const scope = observe(verb, path, req.headers);
+            res.once('close', () => scope.end(res.statusCode));
+            await scope.run(() => handle(req, res));
+          }
+        : handle,
+    );
   }
 
   /** Answers with an event stream, registered so that shutdown can end it. */

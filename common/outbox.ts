@@ -22,6 +22,8 @@ import {
 import { SAGA_HEADER } from './headers.ts';
 import { childTraceparent, newId } from './ids.ts';
 import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+import type { PublishScope, Telemetry } from './telemetry.ts';
 import { type Repeating, repeat, within } from './timers.ts';
 
 /**
@@ -30,11 +32,7 @@ import { type Repeating, repeat, within } from './timers.ts';
  * belongs to its order: an event about another order, or about none (stock.low), never carries it.
  */
 export function sagaHeaders(e: Emit, handled: SagaContext): Record<string, string> {
-  // Another order's context replaces the handled one whole: none of its x-fail-at may leak in.
-  // The cause is the event being handled; outside a message (a timer), the one the context names.
-  const saga = e.context
-    ? { ...e.context, causationId: handled.causationId ?? e.context.causationId }
-    : handled;
+  const saga = sagaOf(e, handled);
   const orderId = orderIdOf(e.data);
   const headers: Record<string, string> = { [SAGA_HEADER.traceparent]: childTraceparent(saga.traceparent) };
   if (saga.causationId) headers[SAGA_HEADER.causationId] = saga.causationId;
@@ -42,14 +40,23 @@ export function sagaHeaders(e: Emit, handled: SagaContext): Record<string, strin
   return headers;
 }
 
+// Another order's context replaces the handled one whole: none of its x-fail-at may leak in.
+// The cause is the event being handled; outside a message (a timer), the one the context names.
+function sagaOf(e: Emit, handled: SagaContext): SagaContext {
+  return e.context ? { ...e.context, causationId: handled.causationId ?? e.context.causationId } : handled;
+}
+
 /**
  * Writes the events in the transaction, as envelopes carrying the saga context. Each event is
  * validated against its schema first: an invalid one is a bug and rolls the transaction back.
+ * When `traced`, each row keeps the traceparent of its cause (the span that emitted it, or the
+ * order's stored context), which the relay's producer span continues.
  */
 export async function writeOutbox(
   trx: Transaction<RunnerTables>,
   emitted: readonly Emit[],
   context: SagaContext,
+  traced = false,
 ): Promise<SagaEvent[]> {
   if (emitted.length === 0) return [];
   const now = nowIso();
@@ -75,6 +82,7 @@ export async function writeOutbox(
       body: JSON.stringify(event),
       headers: JSON.stringify(sagaHeaders(e, context)),
       created_at: now,
+      trace_context: traced ? (sagaOf(e, context).traceparent ?? null) : null,
     });
   }
   return events;
@@ -82,15 +90,16 @@ export async function writeOutbox(
 
 type NewOutboxRow = Omit<RunnerTables['outbox'], 'seq' | 'published_at'>;
 const insertOutbox = prepare((db: Kysely<RunnerTables>, p: Params<NewOutboxRow>) =>
-  db
-    .insertInto('outbox')
-    .values({ ...p.row('id', 'routing_key', 'body', 'headers', 'created_at'), published_at: null }),
+  db.insertInto('outbox').values({
+    ...p.row('id', 'routing_key', 'body', 'headers', 'created_at', 'trace_context'),
+    published_at: null,
+  }),
 );
 
 const unpublished = prepare((db: Kysely<RunnerTables>, p: Params<{ after: number; limit: number }>) =>
   db
     .selectFrom('outbox')
-    .select(['seq', 'id', 'routing_key', 'body', 'headers', 'created_at'])
+    .select(['seq', 'id', 'routing_key', 'body', 'headers', 'created_at', 'trace_context'])
     .where('published_at', 'is', null)
     .where('seq', '>', p('after'))
     .orderBy('seq')
@@ -125,8 +134,21 @@ export class OutboxRelay {
   private readonly service: ServiceName;
   private readonly log: Logger;
 
-  constructor(db: Kysely<RunnerTables>, broker: Broker, service: ServiceName, log: Logger) {
+  private readonly metrics?: Pick<Metrics, 'published'>;
+  /** When tracing: each publish is a producer span. */
+  private readonly telemetry?: Telemetry;
+
+  constructor(
+    db: Kysely<RunnerTables>,
+    broker: Broker,
+    service: ServiceName,
+    log: Logger,
+    telemetry?: Telemetry,
+    metrics?: Pick<Metrics, 'published'>,
+  ) {
+    this.metrics = metrics;
     this.db = db;
+    this.telemetry = telemetry?.enabled ? telemetry : undefined;
     this.broker = broker;
     this.service = service;
     this.log = log;
@@ -169,9 +191,31 @@ export class OutboxRelay {
         if (first === undefined || last === undefined) return;
         from = first;
         this.sentUpTo = last;
-        const confirms = await this.broker.send(rows.map((row) => this.toMessage(row)));
+        const { telemetry } = this;
+        const spans: PublishScope[] = [];
+        const messages = rows.map((row) => {
+          const message = this.toMessage(row);
+          if (telemetry) {
+            const span = telemetry.publishing(
+              message.exchange,
+              row,
+              message.options.headers ?? {},
+              message.options.correlationId,
+            );
+            message.options.headers = span.headers;
+            spans.push(span);
+          }
+          return message;
+        });
+        const confirms = await this.broker.send(messages);
         const settled: Promise<void> = Promise.allSettled(confirms)
-          .then((answers) => this.confirmed(rows, answers))
+          .then((answers) => {
+            for (const [i, span] of spans.entries()) {
+              const answer = answers[i];
+              span.end(answer?.status === 'rejected' ? answer.reason : undefined);
+            }
+            return this.confirmed(rows, answers);
+          })
           .catch((error) => this.setBack(first, error))
           .finally(() => this.confirming.delete(settled));
         this.confirming.add(settled);
@@ -186,9 +230,15 @@ export class OutboxRelay {
    * Marks what the broker confirmed. A refused row (nacked, or unroutable) is sent again later,
    * with what follows it and is not yet confirmed; rows confirmed after it do not wait for it.
    */
-  private async confirmed(rows: { seq: number }[], answers: PromiseSettledResult<void>[]): Promise<void> {
+  private async confirmed(
+    rows: { seq: number; created_at: string }[],
+    answers: PromiseSettledResult<void>[],
+  ): Promise<void> {
     const refused = answers.findIndex((a) => a.status === 'rejected');
     const at = nowIso();
+    this.metrics?.published(
+      rows.flatMap((row, i) => (answers[i]?.status === 'fulfilled' ? [row.created_at] : [])),
+    );
     if (refused === -1) {
       await markPublished(this.db, { from: rows[0]?.seq ?? 0, to: rows.at(-1)?.seq ?? 0, at });
       return;

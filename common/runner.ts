@@ -28,6 +28,7 @@ import { GroupCommit, type Unit } from './group-commit.ts';
 import type { Logger } from './logger.ts';
 import { type OutboxRelay, writeOutbox } from './outbox.ts';
 import { type ParkReason, type RetryPolicy, recoveryFor, retryPolicy } from './recoverability.ts';
+import type { DeliveryScope } from './telemetry.ts';
 import { within } from './timers.ts';
 import type { Delivery, Transport } from './transport.ts';
 
@@ -87,6 +88,11 @@ export type SettledDelivery = DeliveryOutcome & {
  * path: keep it quick. What it throws is logged and otherwise ignored.
  */
 export interface RunnerHooks {
+  /**
+   * Once per delivery as it reaches the runner (with its event, when it decoded): the scope its
+   * handling runs in (a consumer span, the ids its log lines carry), ended with its outcome.
+   */
+  received?(delivery: Delivery, event?: SagaEvent): DeliveryScope;
   /** Once per delivery, when its outcome is final. */
   settled(delivery: SettledDelivery): void;
 }
@@ -105,6 +111,8 @@ export interface RunnerOptions<T, S> {
   afterCommit?: (events: SagaEvent[]) => void;
   /** None by default: then the runner neither times deliveries nor builds their outcomes. */
   hooks?: RunnerHooks;
+  /** Keep with each outbox row the traceparent of its cause, for the relay's producer span (when tracing). */
+  traced?: boolean;
   config: Config;
   log: Logger;
 }
@@ -191,7 +199,7 @@ export class Runner<T, S> {
   }
 
   private async writeEvents(trx: Tx<T>, emit: Emit[], context: SagaContext): Promise<SagaEvent[]> {
-    const events = await writeOutbox(runnerTx(trx), emit, context);
+    const events = await writeOutbox(runnerTx(trx), emit, context, this.options.traced);
     if (events.length > 0) await this.options.onEmitted?.(trx, events);
     return events;
   }
@@ -203,41 +211,45 @@ export class Runner<T, S> {
     try {
       event = decode(delivery);
     } catch (error) {
-      return this.recover(delivery, error, started);
+      return this.recover(delivery, error, started, undefined, this.scopeOf(delivery));
     }
+    const scope = this.scopeOf(delivery, event);
     const handler = handlers[event.type] as Handler<RoutingKey, S> | undefined;
     if (!handler) {
       const error = new PermanentError('unknown-routing-key', `no handler for ${event.type}`);
-      return this.recover(delivery, error, started, event);
+      return this.recover(delivery, error, started, event, scope);
     }
     const context = sagaContextOf(event, delivery.headers);
+    // Events this handling causes continue its consumer span, and so do stored contexts.
+    if (scope?.traceparent) context.traceparent = scope.traceparent;
     // The context carries x-fail-at on either way; only a service with fault injection on acts on it.
     const failAt = config.faultInjection ? context.failAt : undefined;
     return new Promise<void>((done) => {
       let duplicate = false;
+      const apply = async (trx: Tx<T>) => {
+        const inserted = await insertInbox(runnerTx(trx), {
+          messageId: event.id,
+          consumer: transport.queue,
+          at: nowIso(),
+        });
+        if (Number(inserted.numAffectedRows ?? 0) === 0) {
+          log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
+          duplicate = true;
+          return undefined;
+        }
+        const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
+        return this.writeEvents(trx, emit, context);
+      };
       this.commits.enqueue({
-        apply: async (trx) => {
-          const inserted = await insertInbox(runnerTx(trx), {
-            messageId: event.id,
-            consumer: transport.queue,
-            at: nowIso(),
-          });
-          if (Number(inserted.numAffectedRows ?? 0) === 0) {
-            log.debug({ id: event.id, type: event.type }, 'duplicate delivery skipped');
-            duplicate = true;
-            return undefined;
-          }
-          const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
-          return this.writeEvents(trx, emit, context);
-        },
+        apply: scope ? (trx) => scope.run(() => apply(trx)) : apply,
         committed: hooks
           ? () => {
-              this.report(delivery, { outcome: duplicate ? 'duplicate' : 'handled' }, started);
+              this.report(delivery, { outcome: duplicate ? 'duplicate' : 'handled' }, started, scope);
               done();
             }
           : done,
         failed: async (error) => {
-          await this.recover(delivery, error, started, event);
+          await this.recover(delivery, error, started, event, scope);
           done();
         },
         delivery,
@@ -245,8 +257,36 @@ export class Runner<T, S> {
     });
   }
 
+  private scopeOf(delivery: Delivery, event?: SagaEvent): DeliveryScope | undefined {
+    try {
+      return this.options.hooks?.received?.(delivery, event);
+    } catch (error) {
+      // Handled without its span rather than not at all.
+      this.options.log.error({ err: error }, 'a runner hook failed');
+      return undefined;
+    }
+  }
+
   /** Retries or parks a delivery that failed, as the retry policy says; the transport carries it out. */
-  private recover(delivery: Delivery, error: unknown, started: number, event?: SagaEvent): Promise<void> {
+  private recover(
+    delivery: Delivery,
+    error: unknown,
+    started: number,
+    event?: SagaEvent,
+    scope?: DeliveryScope,
+  ): Promise<void> {
+    return scope
+      ? scope.run(() => this.recoverIn(delivery, error, started, event, scope))
+      : this.recoverIn(delivery, error, started, event);
+  }
+
+  private recoverIn(
+    delivery: Delivery,
+    error: unknown,
+    started: number,
+    event?: SagaEvent,
+    scope?: DeliveryScope,
+  ): Promise<void> {
     const { log, transport, hooks } = this.options;
     const { attempt } = delivery;
     const recovery = recoveryFor(error, attempt, this.retries);
@@ -257,24 +297,32 @@ export class Runner<T, S> {
         { reason, err: messageOf(error), routingKey, messageId },
         'message parked in the dead-letter queue',
       );
+      scope?.parked(reason, messageOf(error));
       const parked = transport.settlement.park(delivery, reason, messageOf(error));
       return hooks
-        ? parked.then(() => this.report(delivery, { outcome: 'parked', reason }, started))
+        ? parked.then(() => this.report(delivery, { outcome: 'parked', reason }, started, scope))
         : parked;
     }
     log.warn(
       { err: messageOf(error), type: event?.type, id: event?.id, attempt, retryInMs: recovery.delayMs },
       'handler failed, will retry',
     );
+    scope?.retried(attempt, recovery.delayMs, messageOf(error));
     const retried = transport.settlement.retry(delivery, recovery.tier, recovery.delayMs);
     if (!hooks) return retried;
     const outcome = { outcome: 'retried', attempt, delayMs: recovery.delayMs } as const;
-    return retried.then(() => this.report(delivery, outcome, started));
+    return retried.then(() => this.report(delivery, outcome, started, scope));
   }
 
-  private report(delivery: Delivery, outcome: DeliveryOutcome, started: number): void {
+  private report(
+    delivery: Delivery,
+    outcome: DeliveryOutcome,
+    started: number,
+    scope: DeliveryScope | undefined,
+  ): void {
     const { routingKey, messageId } = delivery;
     try {
+      scope?.end(outcome.outcome);
       this.options.hooks?.settled({
         ...outcome,
         routingKey,

@@ -11,10 +11,15 @@ import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';
 import type { SagaEvent, ServiceName } from './events.ts';
 import { HttpServer } from './http.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { Metrics } from './metrics.ts';
 import { OutboxRelay } from './outbox.ts';
 import { retryDelays } from './recoverability.ts';
 import { type Handlers, Runner } from './runner.ts';
+import { type RequestScope, Telemetry } from './telemetry.ts';
 import { type Repeating, repeat, within } from './timers.ts';
+
+const UNTRACED_ROUTES = new Set(['/health/live', '/health/ready', '/metrics']);
+const NO_SPAN: RequestScope = { run: (fn) => fn(), end() {} };
 
 export interface ServiceDefinition<T, S> {
   name: ServiceName;
@@ -34,6 +39,8 @@ export interface App<T, S> {
   db: Db<T>;
   http: HttpServer;
   runner: Runner<T, S>;
+  /** The service's Prometheus metrics; none with METRICS=false. */
+  metrics?: Metrics;
   /**
    * Runs `task` now, then every `ms` until shutdown (see `repeat`: it can say when it is next
    * due, and be woken); a failure is logged, not fatal. Also at start: work that came due while
@@ -62,7 +69,16 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     log,
   );
   const commitHooks: ((events: SagaEvent[]) => void)[] = [];
-  const relay = new OutboxRelay(runnerDb(db), broker, definition.name, log);
+  const telemetry = new Telemetry(config);
+  const metrics: Metrics | undefined = config.metrics
+    ? new Metrics({
+        outboxPending: (): Promise<number> => relay.pending(),
+        brokerConnected: () => broker.ready,
+      })
+    : undefined;
+  if (metrics) commitHooks.push((events) => metrics.emitted(events));
+  const relay = new OutboxRelay(runnerDb(db), broker, definition.name, log, telemetry, metrics);
+  const { queue } = broker.names;
   const runner = new Runner<T, S>({
     db,
     transport: broker,
@@ -73,6 +89,11 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     afterCommit: (events) => {
       for (const hook of commitHooks) hook(events);
     },
+    hooks: {
+      received: (delivery, event) => telemetry.received(delivery, queue, event),
+      settled: metrics ? (delivery) => metrics.settled(delivery) : () => {},
+    },
+    traced: telemetry.enabled,
     config,
     log,
   });
@@ -80,7 +101,31 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     config,
     log,
     checks: () => ({ broker: broker.ready, database: databaseOpen, topology: broker.ready }),
+    observe: (method, route, headers) => {
+      // Probes and scrapes would each be a trace of their own, burying the orders' in Jaeger.
+      const scope = UNTRACED_ROUTES.has(route) ? NO_SPAN : telemetry.request(method, route, headers);
+      if (!metrics) return scope;
+      const started = performance.now();
+      return {
+        run: scope.run,
+        end(status) {
+          scope.end(status);
+          metrics.request(method, route, status, (performance.now() - started) / 1000);
+        },
+      };
+    },
   });
+  if (metrics) {
+    http.route(
+      'get',
+      '/metrics',
+      async () => {
+        const { body, contentType } = await metrics.exposition();
+        return { status: 200, body, headers: { 'content-type': contentType } };
+      },
+      { documented: false },
+    );
+  }
 
   const timers: Repeating[] = [];
   const hooks: (() => void)[] = [];
@@ -90,6 +135,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     db,
     http,
     runner,
+    metrics,
     every(ms, task) {
       const timer = repeat(ms, task, (error) => log.error({ err: error }, 'periodic task failed'));
       timers.push(timer);
@@ -117,6 +163,8 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
       await within(broker.close(), Math.max(deadline, Date.now()) + 1000);
       await db.destroy();
       databaseOpen = false;
+      // After the relay's last publish: its spans go out too.
+      await within(telemetry.shutdown(), Math.max(deadline, Date.now()) + 1000);
       if (!drained || !flushed) {
         log.warn({ drained, flushed }, 'shutdown timed out; the broker redelivers what was not acked');
       }

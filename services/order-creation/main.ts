@@ -11,7 +11,14 @@
 import { runService } from '../../common/service.ts';
 import { handlers } from './handlers.ts';
 import { addRoutes, cancelOrder, OrderWatch } from './routes.ts';
-import { migrations, type OrderStore, type OrderTables, orderStore, overdueOrders } from './store.ts';
+import {
+  migrations,
+  type OrderStore,
+  type OrderTables,
+  orderStore,
+  ordersInFlight,
+  overdueOrders,
+} from './store.ts';
 
 const watch = new OrderWatch();
 
@@ -22,8 +29,9 @@ await runService<OrderTables, OrderStore>({
   store: orderStore,
   // Its own events enter the timeline in the transaction that emits them.
   onEmitted: (trx, events) => orderStore(trx).record(events),
-  setup({ db, http, runner, config, every, onCommit, onShutdown }) {
+  setup({ db, http, runner, config, metrics, every, onCommit, onShutdown }) {
     addRoutes(http, { db, runner, config, watch });
+    metrics?.countOrders(() => ordersInFlight(db));
     onCommit((events) => {
       for (const event of events) {
         if (event.orderId && (event.type === 'order.completed' || event.type === 'order.cancelled'))

@@ -6,9 +6,10 @@ import { ConflictError, NotFoundError, ValidationError } from '../../common/erro
 import { emit, type FailAt, type SagaContext } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
 import type { HttpServer } from '../../common/http.ts';
-import { childTraceparent, newId } from '../../common/ids.ts';
+import { newId } from '../../common/ids.ts';
 import type { Runner } from '../../common/runner.ts';
 import { readContext, storeContext } from '../../common/saga-context.ts';
+import { requestTraceparent } from '../../common/telemetry.ts';
 import { type CancelReason, isTerminal, type OrderStatus, requestCancel } from './domain.ts';
 import {
   listOrders,
@@ -96,7 +97,7 @@ export function addRoutes(
     const now = new Date();
     const context: SagaContext = {
       orderId: id,
-      traceparent: childTraceparent(),
+      traceparent: requestTraceparent(),
       ...(failAt ? { failAt } : {}),
     };
     const { value: order, emitted } = await runner.transact(async (store) => {

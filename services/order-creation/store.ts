@@ -304,6 +304,17 @@ export async function listOrders(
 }
 
 /** Non-terminal orders, not already cancelling, whose deadline has passed. */
+/** Orders not yet completed or cancelled, by status (for the metrics). */
+export async function ordersInFlight(db: Db<OrderTables>): Promise<Record<string, number>> {
+  const rows = await db
+    .selectFrom('orders')
+    .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('status', 'not in', ['COMPLETED', 'CANCELLED'])
+    .groupBy('status')
+    .execute();
+  return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+}
+
 export async function overdueOrders(db: Db<OrderTables>, limit = 100): Promise<string[]> {
   const rows = await db
     .selectFrom('orders')
