@@ -161,7 +161,8 @@ export class Telemetry {
         [ATTR_SERVICE_NAME]: tracing.serviceName ?? config.service,
         [ATTR_SERVICE_VERSION]: '0.1.0',
         'service.namespace': 'order-saga',
-        'service.instance.id': `${config.service}@${hostname()}:${process.pid}`,
+        // The instance as the broker's connection names it (INSTANCE_NAME, or host:pid).
+        'service.instance.id': `${config.service} ${config.instance}`,
         'host.name': hostname(),
         'process.pid': process.pid,
       }),
