@@ -40,8 +40,11 @@ export interface App<T, S> {
    * the service was down is not left waiting.
    */
   every(ms: number, task: () => Promise<unknown>): Pick<Repeating, 'wake'>;
-  /** Called after each commit of the service's transactions, with the events it emitted (maybe none). */
-  onCommit(hook: (events: SagaEvent[]) => void): void;
+  /**
+   * Called after each commit of the service's transactions, with the events it emitted and the
+   * ones it handled (maybe none).
+   */
+  onCommit(hook: (events: SagaEvent[], handled: SagaEvent[]) => void): void;
   /** Called first at shutdown, before HTTP closes (e.g. to release long-polling requests). */
   onShutdown(hook: () => void): void;
 }
@@ -61,7 +64,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     },
     log,
   );
-  const commitHooks: ((events: SagaEvent[]) => void)[] = [];
+  const commitHooks: ((events: SagaEvent[], handled: SagaEvent[]) => void)[] = [];
   const relay = new OutboxRelay(runnerDb(db), broker, definition.name, log);
   const runner = new Runner<T, S>({
     db,
@@ -70,8 +73,8 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     handlers: definition.handlers,
     store: definition.store,
     onEmitted: definition.onEmitted,
-    afterCommit: (events) => {
-      for (const hook of commitHooks) hook(events);
+    afterCommit: (events, handled) => {
+      for (const hook of commitHooks) hook(events, handled);
     },
     config,
     log,

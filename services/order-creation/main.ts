@@ -3,12 +3,13 @@
  * fate of every order (it turns each failure into order.cancelled).
  *
  * Consumes: inventory.reserved, inventory.backordered, inventory.rejected, inventory.released,
- *           replenishment.completed, replenishment.failed, shipment.dispatched, shipment.failed,
- *           shipment.cancelled, shipment.cancel_rejected
+ *           replenishment.completed, replenishment.failed, replenishment.cancelled,
+ *           shipment.dispatched, shipment.failed, shipment.cancelled, shipment.cancel_rejected
  * Emits:    order.created, order.cancel_requested, order.cancelled, order.completed (a notification:
  *           no queue of the saga binds it)
  */
 import { runService } from '../../common/service.ts';
+import { isCompensation } from './domain.ts';
 import { handlers } from './handlers.ts';
 import { addRoutes, cancelOrder, OrderWatch } from './routes.ts';
 import { migrations, type OrderStore, type OrderTables, orderStore, overdueOrders } from './store.ts';
@@ -24,11 +25,15 @@ await runService<OrderTables, OrderStore>({
   onEmitted: (trx, events) => orderStore(trx).record(events),
   setup({ db, http, runner, config, every, onCommit, onShutdown }) {
     addRoutes(http, { db, runner, config, watch });
-    onCommit((events) => {
+    // Readers of `?wait` look again when the order may have settled: completed, cancelled, or a
+    // compensation reported.
+    onCommit((events, handled) => {
       for (const event of events) {
         if (event.orderId && (event.type === 'order.completed' || event.type === 'order.cancelled'))
           watch.notify(event.orderId);
       }
+      for (const event of handled)
+        if (event.orderId && isCompensation(event.type)) watch.notify(event.orderId);
     });
     onShutdown(() => watch.close());
     // The deadline is stored with the order, so it survives a restart of this service.

@@ -9,7 +9,7 @@ import type { HttpServer } from '../../common/http.ts';
 import { childTraceparent, newId } from '../../common/ids.ts';
 import type { Runner } from '../../common/runner.ts';
 import { readContext, storeContext } from '../../common/saga-context.ts';
-import { type CancelReason, isTerminal, type OrderStatus, requestCancel } from './domain.ts';
+import { type CancelReason, type OrderStatus, requestCancel } from './domain.ts';
 import {
   listOrders,
   type OrderStore,
@@ -140,8 +140,9 @@ export function addRoutes(
     const id = String(params.id);
     const deadline = Date.now() + Number(query.wait ?? 0);
     let row = await orderRow(db, id);
-    while (row && !isTerminal(row.status) && Date.now() < deadline) {
-      // Woken at once when the order's fate commits; the short cap also covers another instance deciding it.
+    while (row && !row.settled_at && Date.now() < deadline) {
+      // Woken at once when the order's fate commits; the short cap also covers another instance
+      // deciding it, and a compensation reported (its handling emits nothing to be woken by).
       await watch.next(id, Math.min(250, deadline - Date.now()));
       row = await orderRow(db, id);
     }
