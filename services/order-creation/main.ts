@@ -8,7 +8,9 @@
  * Emits:    order.created, order.cancel_requested, order.cancelled, order.completed (a notification:
  *           no queue of the saga binds it)
  */
+import { LiveFeed } from '../../common/live-feed.ts';
 import { runService } from '../../common/service.ts';
+import { addDashboard } from './dashboard.ts';
 import { isCompensation } from './domain.ts';
 import { handlers } from './handlers.ts';
 import { addRoutes, cancelOrder, OrderWatch } from './routes.ts';
@@ -23,8 +25,13 @@ await runService<OrderTables, OrderStore>({
   store: orderStore,
   // Its own events enter the timeline in the transaction that emits them.
   onEmitted: (trx, events) => orderStore(trx).record(events),
-  setup({ db, http, runner, config, every, onCommit, onShutdown }) {
+  setup({ db, http, runner, config, every, onCommit, onShutdown, watchAll }) {
     addRoutes(http, { db, runner, config, watch });
+    // Every saga event, seen by a light subscriber of this instance's own, for the dashboard.
+    const feed = new LiveFeed({ maxEvents: config.dashboardHistory, maxAgeMs: 10 * 60_000 });
+    watchAll((message) => feed.push(message));
+    addDashboard(http, { feed });
+    onShutdown(() => feed.close());
     // Readers of `?wait` look again when the order may have settled: completed, cancelled, or a
     // compensation reported.
     onCommit((events, handled) => {
