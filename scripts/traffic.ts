@@ -59,6 +59,7 @@ let firstProblem: string | undefined;
 const started = Date.now();
 const total = Math.max(1, Math.round(plan.rate * plan.durationS));
 const tty = process.stdout.isTTY;
+let lastLine = Date.now();
 
 function progress(final = false): void {
   const elapsed = (Date.now() - started) / 1000;
@@ -66,9 +67,12 @@ function progress(final = false): void {
   const line =
     `${done}/${total} orders in ${elapsed.toFixed(0)} s (${(done / Math.max(elapsed, 0.001)).toFixed(1)}/s): ` +
     `${counts.placed} placed${counts.refused ? `, ${counts.refused} refused` : ''}${counts.failed ? `, ${counts.failed} unanswered` : ''}`;
+  // On a terminal the line is rewritten in place; into a file or a pipe, one line each 10 s.
   if (tty && !final) process.stdout.write(`\r${line}\x1b[K`);
-  else if (final || done % Math.max(1, Math.round(plan.rate * 10)) === 0)
+  else if (final || Date.now() - lastLine >= 10_000) {
+    lastLine = Date.now();
     console.log(tty ? `\r${line}\x1b[K` : line);
+  }
 }
 
 async function place(order: TrafficOrder): Promise<void> {
