@@ -99,8 +99,11 @@ function drain(req: Request): Promise<void> {
   });
 }
 
-/** Reads the body as JSON, enforcing the size limit, the content type and valid UTF-8. */
-async function readJsonBody(req: Request, limit: number): Promise<unknown> {
+/**
+ * Reads the body as JSON, enforcing the size limit, the content type (415 unless JSON) and valid
+ * UTF-8: what a documented route gets validated, for an undocumented one to call itself.
+ */
+export async function readJsonBody(req: Request, limit: number): Promise<unknown> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/json' && !type?.endsWith('+json')) {
     await drain(req);

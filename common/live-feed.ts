@@ -189,11 +189,12 @@ export class LiveFeed {
   }
 
   /**
-   * Serves one client: the events after its Last-Event-ID (or the most recent ones), written in
-   * paced chunks, then every new one as it comes, until the client or the server closes.
+   * Serves one client: the events after `cursor` (its Last-Event-ID unless given; without one,
+   * the most recent events), written in paced chunks, then every new one as it comes, until the
+   * client or the server closes.
    */
-  async serve(sse: SseStream): Promise<void> {
-    let next = this.startFor(sse.lastEventId);
+  async serve(sse: SseStream, cursor = sse.lastEventId): Promise<void> {
+    let next = this.startFor(cursor);
     // Caught up when nothing arrived during the last chunk's write; only then does flush take over.
     while (next < this.end && !sse.signal.aborted) {
       next = Math.max(next, this.first);
@@ -210,11 +211,14 @@ export class LiveFeed {
   }
 
   /** The StreamReply of a route that serves this feed. */
-  reply(heartbeatMs?: number): StreamReply {
+  reply(options: { heartbeatMs?: number; cursor?: string } = {}): StreamReply {
+    const { heartbeatMs, cursor } = options;
     return {
       status: 200,
       ...(heartbeatMs === undefined ? {} : { heartbeatMs }),
-      stream: (sse) => this.serve(sse),
+      // A cursor in the URL is for a client that opens a new stream itself (EventSource sends
+      // Last-Event-ID only on its own reconnections); the header wins when both are there.
+      stream: (sse) => this.serve(sse, sse.lastEventId ?? cursor),
     };
   }
 

@@ -13,7 +13,7 @@ import { runService } from '../../common/service.ts';
 import { addDashboard } from './dashboard.ts';
 import { isCompensation } from './domain.ts';
 import { handlers } from './handlers.ts';
-import { addRoutes, cancelOrder, OrderWatch } from './routes.ts';
+import { addRoutes, cancelOrder, OrderWatch, placeOrder } from './routes.ts';
 import { migrations, type OrderStore, type OrderTables, orderStore, overdueOrders } from './store.ts';
 
 const watch = new OrderWatch();
@@ -25,13 +25,21 @@ await runService<OrderTables, OrderStore>({
   store: orderStore,
   // Its own events enter the timeline in the transaction that emits them.
   onEmitted: (trx, events) => orderStore(trx).record(events),
-  setup({ db, http, runner, config, every, onCommit, onShutdown, watchAll }) {
+  setup({ db, http, runner, config, log, every, onCommit, onShutdown, watchAll }) {
     addRoutes(http, { db, runner, config, watch });
     // Every saga event, seen by a light subscriber of this instance's own, for the dashboard.
     const feed = new LiveFeed({ maxEvents: config.dashboardHistory, maxAgeMs: 10 * 60_000 });
     watchAll((message) => feed.push(message));
-    addDashboard(http, { feed });
-    onShutdown(() => feed.close());
+    const closeDashboard = addDashboard(http, {
+      config,
+      log,
+      feed,
+      place: (order, failAt) => placeOrder(runner, config, order, failAt),
+    });
+    onShutdown(() => {
+      feed.close();
+      void closeDashboard();
+    });
     // Readers of `?wait` look again when the order may have settled: completed, cancelled, or a
     // compensation reported.
     onCommit((events, handled) => {

@@ -42,7 +42,7 @@ async function anInstance(heartbeatMs?: number): Promise<Instance> {
   await broker.watchAll((message) => feed.push(message));
   await broker.connect();
   const http = new HttpServer({ config, log, checks: () => ({}) });
-  http.route('get', '/dashboard/stream', () => feed.reply(heartbeatMs), { documented: false });
+  http.route('get', '/dashboard/stream', () => feed.reply({ heartbeatMs }), { documented: false });
   await http.listen();
   return { broker, http, feed };
 }
