@@ -254,9 +254,16 @@ function connect() {
   };
 }
 
-/** Drops the stream and opens a new one that resumes after the last event seen (a page coming back to life). */
-function reconnect() {
+/** Closes the stream (a page put to sleep, a network gone). */
+function drop() {
   source?.close();
+  $('connection').textContent = 'offline';
+  $('connection').className = 'pill down';
+}
+
+/** Opens a new stream that resumes after the last event seen (a page coming back to life). */
+function reconnect() {
+  drop();
   connect();
 }
 
@@ -400,4 +407,4 @@ void poll();
 setInterval(poll, 2000);
 // Rendered a few times a second, not once per event: traffic brings hundreds a second.
 setInterval(render, 250);
-window.dashboard = { reconnect, sagas };
+window.dashboard = { drop, reconnect, sagas };
