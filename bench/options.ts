@@ -22,6 +22,8 @@ const usage = `npm run bench -- [flags]
   --skip-raw              skip the raw ceiling
   --cpu-profile           V8 CPU profile of each service over the measured phase (slows them down;
                           summary printed, .cpuprofile files kept under .tmp/bench-profiles/)
+  --dashboard             keep one dashboard open over the measured phase (its event stream read, its
+                          state polled every 2 s), to measure what it costs against a run without
   --max-seconds S         stop starting orders after S seconds of the measured phase (120)
   --out FILE              results JSON (.tmp/bench-results.json)`;
 
@@ -45,6 +47,8 @@ export interface BenchOptions {
   config: BenchConfig;
   skipRaw: boolean;
   cpuProfile: boolean;
+  /** One dashboard open over the measured phase. */
+  dashboard: boolean;
   /** Where the results JSON goes. */
   out: string;
 }
@@ -85,6 +89,7 @@ export function parseOptions(): BenchOptions {
       'raw-window': { type: 'string', default: '256' },
       'skip-raw': { type: 'boolean', default: false },
       'cpu-profile': { type: 'boolean', default: false },
+      dashboard: { type: 'boolean', default: false },
       'max-seconds': { type: 'string', default: '120' },
       out: { type: 'string', default: join(ROOT, '.tmp', 'bench-results.json') },
       help: { type: 'boolean', default: false },
@@ -117,6 +122,7 @@ export function parseOptions(): BenchOptions {
     },
     skipRaw: flags['skip-raw'],
     cpuProfile: flags['cpu-profile'],
+    dashboard: flags.dashboard,
     out: resolve(flags.out),
   };
 }

@@ -23,6 +23,7 @@ import { pathToFileURL } from 'node:url';
 import { SERVICES } from '../common/events.ts';
 import { AMQP_URL, System } from '../support/system.ts';
 import { cpuBetween, cpuMark } from './cpu.ts';
+import { openDashboard } from './dashboard.ts';
 import { figures, type Observations } from './figures.ts';
 import { clients } from './load.ts';
 import { type BenchConfig, parseOptions } from './options.ts';
@@ -212,6 +213,7 @@ async function main(): Promise<void> {
       if (profileDir) for (const child of system.processes.values()) child.kill('SIGUSR2');
     };
     toggleProfilers();
+    const dashboard = options.dashboard ? openDashboard(system.url('order-creation', '/')) : undefined;
     const cpuBefore = cpuMark(pids);
     const phase = await load.drive(config.orders, (done) => {
       if (!top && done >= config.orders * 0.25) top = topSnapshot(labels);
@@ -221,6 +223,11 @@ async function main(): Promise<void> {
       }
     });
     const cpuAfter = cpuMark(pids);
+    const dashboardSeen = dashboard?.close();
+    if (dashboardSeen)
+      log(
+        `dashboard open over the phase: ${dashboardSeen.messages} stream messages, ${dashboardSeen.statePolls} state polls`,
+      );
     toggleProfilers();
     const topLines = top ? await top : [];
     const profiles = profileDir ? await collectProfiles(profileDir, pids) : {};
@@ -266,6 +273,7 @@ async function main(): Promise<void> {
     printReport(results);
 
     results.benchSeconds = round((performance.now() - benchStarted) / 1000, 1);
+    if (dashboardSeen) Object.assign(results, { dashboard: dashboardSeen });
     mkdirSync(dirname(options.out), { recursive: true });
     writeFileSync(options.out, `${JSON.stringify(results, null, 2)}\n`);
     print(`Results: ${options.out} (bench took ${results.benchSeconds} s)`);
