@@ -1,5 +1,5 @@
 /**
- * `--dashboard`: one dashboard open during the measured phase, as a browser holds it: the event
+ * `--dashboard`: one dashboard open from the warm-up on, as a browser holds it: the event
  * stream (`GET /dashboard/stream`) read to the end of every message, and `GET /dashboard/state`
  * polled every 2 s (the queues, from the management API). What it costs the services shows in
  * their CPU ms per saga and in sagas/s, against a run without it.

@@ -22,8 +22,9 @@ const usage = `npm run bench -- [flags]
   --skip-raw              skip the raw ceiling
   --cpu-profile           V8 CPU profile of each service over the measured phase (slows them down;
                           summary printed, .cpuprofile files kept under .tmp/bench-profiles/)
-  --dashboard             keep one dashboard open over the measured phase (its event stream read, its
-                          state polled every 2 s), to measure what it costs against a run without
+  --dashboard             keep one dashboard open from the warm-up to the end of the measured phase
+                          (its event stream read, its state polled every 2 s), to measure what it
+                          costs against a run without
   --max-seconds S         stop starting orders after S seconds of the measured phase (120)
   --out FILE              results JSON (.tmp/bench-results.json)`;
 

@@ -13,7 +13,7 @@
  */
 import { EMITTED_BY, isRoutingKey } from './events.ts';
 import type { StreamReply } from './http.ts';
-import { formatMessage, type SseStream } from './sse.ts';
+import type { SseStream } from './sse.ts';
 
 /** One saga event as the feed sends it. */
 export interface FeedEvent {
@@ -36,8 +36,6 @@ interface Entry {
   id: string;
   /** When this instance received it (what the age bound counts from). */
   receivedAt: number;
-  /** The time at the head of its UUIDv7, for placing a cursor this instance does not hold. */
-  idTime: number;
   content: Buffer;
   /** Its SSE message, formatted the first time a client needs it (none open: no cost). */
   text?: string;
@@ -58,6 +56,8 @@ export interface LiveFeedOptions {
 const CLOCK_MARGIN_MS = 2000;
 /** A replay is written in chunks this size, each after the previous one left. */
 const REPLAY_CHUNK = 500;
+/** What an SSE id can carry as it is: no line break, nothing a header would refuse. */
+const SAFE_ID = /^[\w.:-]{1,200}$/;
 
 /** The time at the head of a UUIDv7, or NaN. */
 export function uuidTime(id: string): number {
@@ -113,9 +113,10 @@ export class LiveFeed {
   /** Adds a watched message; one seen before (the outbox publishes at least once) is dropped. */
   push(message: FeedMessage, now = Date.now()): void {
     const id = message.messageId;
-    if (!id || this.seqOf.has(id)) return;
+    // An id is a cursor, sent back in a header: one that could not be (a line break) is not kept.
+    if (!id || !SAFE_ID.test(id) || this.seqOf.has(id)) return;
     this.seqOf.set(id, this.end);
-    this.entries.push({ id, receivedAt: now, idTime: uuidTime(id), content: message.content });
+    this.entries.push({ id, receivedAt: now, content: message.content });
     this.evict(now);
     if (this.clients.size > 0 && !this.flushTimer) {
       this.flushTimer = setTimeout(() => this.flush(), this.options.flushMs);
@@ -162,7 +163,7 @@ export class LiveFeed {
     const time = cursor === undefined ? Number.NaN : uuidTime(cursor);
     if (Number.isNaN(time) || time < now - maxAgeMs - CLOCK_MARGIN_MS)
       return Math.max(this.first, this.end - initialEvents);
-    const index = this.entries.findIndex((e) => e.idTime >= time - CLOCK_MARGIN_MS);
+    const index = this.entries.findIndex((e) => uuidTime(e.id) >= time - CLOCK_MARGIN_MS);
     return index === -1 ? this.end : this.first + index;
   }
 
@@ -173,7 +174,8 @@ export class LiveFeed {
   private textOf(entry: Entry): string {
     if (entry.text === undefined) {
       const event = toFeedEvent(entry.content);
-      entry.text = event ? formatMessage({ id: event.eventId, data: event }) : '';
+      // formatMessage's shape, without its line splitting: JSON.stringify never writes a line break.
+      entry.text = event ? `id: ${entry.id}\ndata: ${JSON.stringify(event)}\n\n` : '';
     }
     return entry.text;
   }

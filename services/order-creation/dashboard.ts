@@ -97,19 +97,28 @@ function vhostOf(amqpUrl: string): string {
 /** What the management API says about the saga's queues (those named after the exchange). */
 async function readQueues(config: Config): Promise<QueueView[]> {
   const { url, user, password } = config.management;
-  const columns = 'name,messages_ready,messages_unacknowledged,consumers,message_stats';
-  const response = await fetch(`${url}/api/queues/${vhostOf(config.amqpUrl)}?columns=${columns}`, {
+  // Filtered by the broker: a vhost may hold many other queues, each one work for it to report.
+  const query = new URLSearchParams({
+    columns: 'name,messages_ready,messages_unacknowledged,consumers,message_stats',
+    name: `^${config.exchange.replaceAll('.', '\\.')}\\.`,
+    use_regex: 'true',
+    page: '1',
+    page_size: '500',
+  });
+  const response = await fetch(`${url}/api/queues/${vhostOf(config.amqpUrl)}?${query}`, {
     headers: { authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` },
     signal: AbortSignal.timeout(3000),
   });
   if (!response.ok) throw new Error(`the management API at ${url} answered ${response.status}`);
-  const queues = (await response.json()) as {
-    name: string;
-    messages_ready?: number;
-    messages_unacknowledged?: number;
-    consumers?: number;
-    message_stats?: Record<string, { rate?: number } | number | undefined>;
-  }[];
+  const { items: queues } = (await response.json()) as {
+    items: {
+      name: string;
+      messages_ready?: number;
+      messages_unacknowledged?: number;
+      consumers?: number;
+      message_stats?: Record<string, { rate?: number } | number | undefined>;
+    }[];
+  };
   const rate = (stats: (typeof queues)[number]['message_stats'], key: string) => {
     const details = stats?.[`${key}_details`];
     return typeof details === 'object' ? Math.round((details.rate ?? 0) * 10) / 10 : 0;
