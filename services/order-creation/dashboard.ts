@@ -260,7 +260,10 @@ export function addDashboard(
           continue;
         }
         // Read without taking them: they go back to the queue, in order, when the channel closes.
-        const messages = await (await dlq()).peek(names.deadLetterQueue, 5).catch(() => []);
+        // Their reasons are a bonus: a broker that will not show them still leaves the count.
+        const messages = await dlq()
+          .then((broker) => broker.peek(names.deadLetterQueue, 5))
+          .catch(() => []);
         parked[service] = {
           count,
           messages: messages.map((m) => ({
