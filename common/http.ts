@@ -57,6 +57,11 @@ export interface RouteOptions {
    * for the contract test. Its errors are problem+json all the same. True unless given.
    */
   documented?: boolean;
+  /**
+   * false for a route other sites must not read (a dashboard's state): its answers go without the
+   * `Access-Control-Allow-Origin: *` every other route sends. True unless given.
+   */
+  crossOrigin?: boolean;
 }
 
 interface Operation {
@@ -279,7 +284,12 @@ export class HttpServer {
    * parameters, headers and body are validated before `handler` runs. A route the document does
    * not describe is refused unless declared `documented: false`.
    */
-  route(method: Method, path: string, handler: RouteHandler, { documented = true }: RouteOptions = {}): void {
+  route(
+    method: Method,
+    path: string,
+    handler: RouteHandler,
+    { documented = true, crossOrigin = true }: RouteOptions = {},
+  ): void {
     const route = `${method.toUpperCase()} ${path}`;
     const operation = this.document.paths[path]?.[method];
     if (documented && !operation)
@@ -292,6 +302,7 @@ export class HttpServer {
     if (!documented) this.undocumentedRoutes.push(route);
     const restifyPath = path.replace(/\{(\w+)\}/g, ':$1');
     this.server[method](restifyPath, async (req: Request, res: Response) => {
+      if (!crossOrigin) res.removeHeader('Access-Control-Allow-Origin');
       try {
         const params = { ...(req.params ?? {}) };
         const query = { ...((req.query as Record<string, unknown>) ?? {}) };

@@ -200,7 +200,8 @@ export function addDashboard(
   http: HttpServer,
   { config, log, feed, place }: DashboardParts,
 ): () => Promise<void> {
-  const undocumented = { documented: false };
+  // Not in the order API, and not for other sites to read: what is parked says a lot.
+  const undocumented = { documented: false, crossOrigin: false };
   const page = readFileSync(join(ASSETS_DIR, 'index.html'), 'utf8')
     .replace('{{actions}}', String(config.dashboardActions))
     .replace('{{faultInjection}}', String(config.faultInjection));

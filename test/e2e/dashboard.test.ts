@@ -70,6 +70,15 @@ describe('GET /dashboard/state: the queues, from the management API', () => {
     expect(queues.every((q) => q.name.startsWith(`${exchange}.`))).toBe(true);
   });
 
+  it('is not for other sites to read: no Access-Control-Allow-Origin, unlike the order API', async () => {
+    const dashboard = await fetch(system.url('order-creation', '/dashboard/state'));
+    const orders = await fetch(system.url('order-creation', '/orders?limit=1'));
+
+    expect(dashboard.status).toBe(200);
+    expect(dashboard.headers.get('access-control-allow-origin')).toBeNull();
+    expect(orders.headers.get('access-control-allow-origin')).toBe('*');
+  });
+
   it('shows what is parked with its reason, and replay sends it back to its queue', async () => {
     const { exchange } = await state();
     const connection = await amqp.connect(AMQP_URL);
