@@ -27,6 +27,9 @@ const usage = `npm run bench -- [flags]
   --trace-protocol P      http/protobuf | http/json: OTEL_EXPORTER_OTLP_PROTOCOL with --trace
                           (http/protobuf, the default of the services; only JSON spans are counted)
   --metrics-off           METRICS=false in the services (what metrics cost: compare with a run with)
+  --dashboard             keep one dashboard open from the warm-up to the end of the measured phase
+                          (its event stream read, its state polled every 2 s), to measure what it
+                          costs against a run without
   --max-seconds S         stop starting orders after S seconds of the measured phase (120)
   --out FILE              results JSON (.tmp/bench-results.json)`;
 
@@ -56,6 +59,8 @@ export interface BenchOptions {
   config: BenchConfig;
   skipRaw: boolean;
   cpuProfile: boolean;
+  /** One dashboard open over the measured phase. */
+  dashboard: boolean;
   /** Where the results JSON goes. */
   out: string;
 }
@@ -96,6 +101,7 @@ export function parseOptions(): BenchOptions {
       'raw-window': { type: 'string', default: '256' },
       'skip-raw': { type: 'boolean', default: false },
       'cpu-profile': { type: 'boolean', default: false },
+      dashboard: { type: 'boolean', default: false },
       'max-seconds': { type: 'string', default: '120' },
       trace: { type: 'boolean', default: false },
       'trace-protocol': { type: 'string', default: 'http/protobuf' },
@@ -139,6 +145,7 @@ export function parseOptions(): BenchOptions {
     },
     skipRaw: flags['skip-raw'],
     cpuProfile: flags['cpu-profile'],
+    dashboard: flags.dashboard,
     out: resolve(flags.out),
   };
 }

@@ -98,6 +98,31 @@ export const CONFIG_KEYS = {
     default: 'true',
     doc: 'Honour the X-Fail-At header. Defaults to false when NODE_ENV=production.',
   },
+  DASHBOARD_ACTIONS: {
+    kind: 'bool',
+    default: 'true',
+    doc: "The dashboard's actions (place an order, start and stop traffic, replay parked messages). Defaults to false when NODE_ENV=production.",
+  },
+  DASHBOARD_HISTORY: {
+    kind: 'int',
+    default: '50000',
+    doc: 'Saga events each order-creation instance keeps (at most 10 minutes of them) for dashboards that reconnect with Last-Event-ID.',
+  },
+  RABBITMQ_MANAGEMENT_URL: {
+    kind: 'url',
+    default: 'http://127.0.0.1:15672',
+    doc: "RabbitMQ's management API, where the dashboard reads the queues (vhost from AMQP_URL).",
+  },
+  RABBITMQ_MANAGEMENT_USER: {
+    kind: 'string',
+    default: 'guest',
+    doc: 'User for the management API (it needs the monitoring tag).',
+  },
+  RABBITMQ_MANAGEMENT_PASSWORD: {
+    kind: 'string',
+    default: 'guest',
+    doc: 'Password of RABBITMQ_MANAGEMENT_USER.',
+  },
   SAGA_DEADLINE_MS: {
     kind: 'int',
     default: '30000',
@@ -191,6 +216,9 @@ export interface Config {
   brokerConnectTimeoutMs: number;
   shutdownTimeoutMs: number;
   faultInjection: boolean;
+  dashboardActions: boolean;
+  dashboardHistory: number;
+  management: { url: string; user: string; password: string };
   sagaDeadlineMs: number;
   supplierDelayMs: number;
   supportedCountries: string[];
@@ -224,7 +252,12 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
   const problems: string[] = [];
   const raw = (key: ConfigKey): string => {
     const spec: KeySpec = CONFIG_KEYS[key];
-    if (key === 'FAULT_INJECTION' && env[key] === undefined && env.NODE_ENV === 'production') return 'false';
+    if (
+      (key === 'FAULT_INJECTION' || key === 'DASHBOARD_ACTIONS') &&
+      env[key] === undefined &&
+      env.NODE_ENV === 'production'
+    )
+      return 'false';
     return (env[key] ?? spec.default).trim();
   };
   const int = (key: ConfigKey, min: number, max = Number.MAX_SAFE_INTEGER): number => {
@@ -254,6 +287,11 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
   const exchange = raw('SAGA_EXCHANGE');
   if (!/^[\w.-]{1,200}$/.test(exchange))
     problems.push(`SAGA_EXCHANGE="${exchange}" must be letters, digits, '.', '-' or '_'`);
+  const managementUrl = raw('RABBITMQ_MANAGEMENT_URL').replace(/\/+$/, '');
+  if (!/^https?:\/\/[^\s@]+$/.test(managementUrl))
+    problems.push(
+      `RABBITMQ_MANAGEMENT_URL="${managementUrl}" must be an http:// or https:// URL (credentials go in RABBITMQ_MANAGEMENT_USER and _PASSWORD)`,
+    );
   const supportedCountries = raw('SUPPORTED_COUNTRIES')
     .split(',')
     .map((c) => c.trim().toUpperCase())
@@ -302,6 +340,13 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
     brokerConnectTimeoutMs: int('BROKER_CONNECT_TIMEOUT_MS', 0, 3_600_000),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 100, 600_000),
     faultInjection: bool('FAULT_INJECTION'),
+    dashboardActions: bool('DASHBOARD_ACTIONS'),
+    dashboardHistory: int('DASHBOARD_HISTORY', 100, 10_000_000),
+    management: {
+      url: managementUrl,
+      user: raw('RABBITMQ_MANAGEMENT_USER'),
+      password: env.RABBITMQ_MANAGEMENT_PASSWORD ?? CONFIG_KEYS.RABBITMQ_MANAGEMENT_PASSWORD.default,
+    },
     sagaDeadlineMs: int('SAGA_DEADLINE_MS', 100, 86_400_000),
     supplierDelayMs: int('SUPPLIER_DELAY_MS', 0, 3_600_000),
     supportedCountries,

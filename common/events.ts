@@ -22,6 +22,7 @@ export const EMITTED_BY = {
   'stock.low': 'inventory',
   'replenishment.completed': 'replenishment',
   'replenishment.failed': 'replenishment',
+  'replenishment.cancelled': 'replenishment',
   'shipment.dispatched': 'shipment',
   'shipment.failed': 'shipment',
   'shipment.cancelled': 'shipment',

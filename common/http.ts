@@ -58,6 +58,11 @@ export interface RouteOptions {
    * for the contract test. Its errors are problem+json all the same. True unless given.
    */
   documented?: boolean;
+  /**
+   * false for a route other sites must not read (a dashboard's state): its answers go without the
+   * `Access-Control-Allow-Origin: *` every other route sends. True unless given.
+   */
+  crossOrigin?: boolean;
 }
 
 interface Operation {
@@ -100,8 +105,11 @@ function drain(req: Request): Promise<void> {
   });
 }
 
-/** Reads the body as JSON, enforcing the size limit, the content type and valid UTF-8. */
-async function readJsonBody(req: Request, limit: number): Promise<unknown> {
+/**
+ * Reads the body as JSON, enforcing the size limit, the content type (415 unless JSON) and valid
+ * UTF-8: what a documented route gets validated, for an undocumented one to call itself.
+ */
+export async function readJsonBody(req: Request, limit: number): Promise<unknown> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/json' && !type?.endsWith('+json')) {
     await drain(req);
@@ -282,7 +290,12 @@ export class HttpServer {
    * parameters, headers and body are validated before `handler` runs. A route the document does
    * not describe is refused unless declared `documented: false`.
    */
-  route(method: Method, path: string, handler: RouteHandler, { documented = true }: RouteOptions = {}): void {
+  route(
+    method: Method,
+    path: string,
+    handler: RouteHandler,
+    { documented = true, crossOrigin = true }: RouteOptions = {},
+  ): void {
     const route = `${method.toUpperCase()} ${path}`;
     const operation = this.document.paths[path]?.[method];
     if (documented && !operation)
@@ -297,6 +310,7 @@ export class HttpServer {
     const verb = method.toUpperCase();
     const { observe } = this.options;
     const handle = async (req: Request, res: Response) => {
+      if (!crossOrigin) res.removeHeader('Access-Control-Allow-Origin');
       try {
         const params = { ...(req.params ?? {}) };
         const query = { ...((req.query as Record<string, unknown>) ?? {}) };

@@ -107,8 +107,8 @@ export interface RunnerOptions<T, S> {
   store: (trx: Tx<T>) => S;
   /** Called in the transaction with every event written to the outbox (order-creation's timeline). */
   onEmitted?: (trx: Tx<T>, events: SagaEvent[]) => Promise<void>;
-  /** Called after each commit, with the events it emitted (maybe none). */
-  afterCommit?: (events: SagaEvent[]) => void;
+  /** Called after each commit, with the events it emitted and the deliveries it handled (maybe none). */
+  afterCommit?: (events: SagaEvent[], handled: SagaEvent[]) => void;
   /** None by default: then the runner neither times deliveries nor builds their outcomes. */
   hooks?: RunnerHooks;
   /** Keep with each outbox row the traceparent of its cause, for the relay's producer span (when tracing). */
@@ -121,6 +121,8 @@ export interface RunnerOptions<T, S> {
 interface RunnerUnit<T> extends Unit<T> {
   /** The delivery to settle as handled once the unit is committed; none for work from outside a message. */
   delivery?: Delivery;
+  /** Its event, once handled (not a duplicate). */
+  handled?: SagaEvent;
 }
 
 const insertInbox = prepare(
@@ -144,7 +146,10 @@ export class Runner<T, S> {
     const { settlement } = options.transport;
     this.commits = new GroupCommit(options.db, (burst, events) => {
       if (events.length > 0) options.relay.wake();
-      options.afterCommit?.(events);
+      options.afterCommit?.(
+        events,
+        burst.flatMap((unit) => (unit.handled ? [unit.handled] : [])),
+      );
       settlement.handled(burst.flatMap((unit) => (unit.delivery ? [unit.delivery] : [])));
     });
   }
@@ -227,6 +232,8 @@ export class Runner<T, S> {
     return new Promise<void>((done) => {
       let duplicate = false;
       const apply = async (trx: Tx<T>) => {
+        // A burst rolled back runs its units again: only the attempt that commits counts.
+        unit.handled = undefined;
         const inserted = await insertInbox(runnerTx(trx), {
           messageId: event.id,
           consumer: transport.queue,
@@ -238,9 +245,10 @@ export class Runner<T, S> {
           return undefined;
         }
         const emit = await handler(event, store(trx), { failAt, saga: context, config, log });
+        unit.handled = event;
         return this.writeEvents(trx, emit, context);
       };
-      this.commits.enqueue({
+      const unit: RunnerUnit<T> = {
         apply: scope ? (trx) => scope.run(() => apply(trx)) : apply,
         committed: hooks
           ? () => {
@@ -253,7 +261,8 @@ export class Runner<T, S> {
           done();
         },
         delivery,
-      });
+      };
+      this.commits.enqueue(unit);
     });
   }
 

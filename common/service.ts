@@ -4,7 +4,7 @@
  */
 import death from 'death';
 import type { Migration } from 'kysely/migration';
-import { Broker, BrokerUnreachableError } from './broker/connection.ts';
+import { Broker, BrokerUnreachableError, type WatchedMessage } from './broker/connection.ts';
 import { queueNames } from './broker/topology.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';
@@ -47,10 +47,15 @@ export interface App<T, S> {
    * the service was down is not left waiting.
    */
   every(ms: number, task: () => Promise<unknown>): Pick<Repeating, 'wake'>;
-  /** Called after each commit of the service's transactions, with the events it emitted (maybe none). */
-  onCommit(hook: (events: SagaEvent[]) => void): void;
+  /**
+   * Called after each commit of the service's transactions, with the events it emitted and the
+   * ones it handled (maybe none).
+   */
+  onCommit(hook: (events: SagaEvent[], handled: SagaEvent[]) => void): void;
   /** Called first at shutdown, before HTTP closes (e.g. to release long-polling requests). */
   onShutdown(hook: () => void): void;
+  /** Sees every event on the exchange, beside the service's own topology (see Broker.watchAll). */
+  watchAll(listener: (message: WatchedMessage) => void): void;
 }
 
 /** Starts the service; resolves with a `stop` that drains it (safe to call twice). */
@@ -68,7 +73,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     },
     log,
   );
-  const commitHooks: ((events: SagaEvent[]) => void)[] = [];
+  const commitHooks: ((events: SagaEvent[], handled: SagaEvent[]) => void)[] = [];
   const telemetry = new Telemetry(config);
   const metrics: Metrics | undefined = config.metrics
     ? new Metrics({
@@ -86,8 +91,8 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     handlers: definition.handlers,
     store: definition.store,
     onEmitted: definition.onEmitted,
-    afterCommit: (events) => {
-      for (const hook of commitHooks) hook(events);
+    afterCommit: (events, handled) => {
+      for (const hook of commitHooks) hook(events, handled);
     },
     hooks: {
       received: (delivery, event) => telemetry.received(delivery, queue, event),
@@ -143,6 +148,9 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     },
     onCommit: (hook) => commitHooks.push(hook),
     onShutdown: (hook) => hooks.push(hook),
+    watchAll: (listener) => {
+      broker.watchAll(listener).catch((error) => log.error({ err: error }, 'watching the exchange failed'));
+    },
   };
   await definition.setup?.(app);
 

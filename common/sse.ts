@@ -31,6 +31,13 @@ export interface SseStream {
   readonly closed: Promise<void>;
   /** Writes one message, flushed at once; false, writing nothing, once the stream is closed. */
   send(message: SseMessage): boolean;
+  /**
+   * Writes messages already in the wire format (formatMessage), in one write: one formatting for
+   * many streams, many messages per system call.
+   */
+  sendFormatted(text: string): boolean;
+  /** Resolves once what was written has gone to the socket, or the stream closed: paces a long replay. */
+  drained(): Promise<void>;
   /** Writes a comment, which clients ignore: what heartbeats are made of. */
   comment(text?: string): boolean;
   /** Ends the stream from the server's side. */
@@ -88,6 +95,11 @@ export function openEventStream(
     signal: aborted.signal,
     closed,
     send: (message) => write(formatMessage(message)),
+    sendFormatted: write,
+    drained: () =>
+      aborted.signal.aborted || !res.writableNeedDrain
+        ? Promise.resolve()
+        : Promise.race([new Promise<void>((resolve) => res.once('drain', resolve)), closed]),
     comment: (text = '') => write(`${field('', text)}\n`),
     close,
   };

@@ -8,24 +8,28 @@ import { reservedEvents } from '../services/inventory/domain.ts';
 import type { InventoryStore } from '../services/inventory/store.ts';
 
 /**
- * order.cancelled → release the order's reservation (and drop its backorders). Arriving before
- * order.created, it leaves a tombstone so that the late order.created is refused.
+ * order.cancelled → release the order's reservation (and drop its backorders), reported by
+ * inventory.released. Arriving before order.created, it leaves a tombstone so that the late
+ * order.created is refused.
  */
 export const releaseReservation: Handler<'order.cancelled', InventoryStore> = async (
   { data },
   store,
   { log },
 ) => {
+  // order-creation counts on this report when it names it, even if nothing was held here.
+  const owed = data.compensations?.includes('inventory.released') ?? false;
+  const nothing = owed ? [emit('inventory.released', { orderId: data.orderId, items: [] })] : [];
   const order = await store.order(data.orderId);
   if (!order) {
     await store.tombstones.leave(data.orderId, data.reason);
-    return [];
+    return nothing;
   }
   if (order.status === 'DEDUCTED') {
     log.warn({ orderId: data.orderId }, 'order.cancelled after dispatch: nothing to release');
-    return [];
+    return nothing;
   }
-  if (order.status !== 'RESERVED' && order.status !== 'BACKORDERED') return [];
+  if (order.status !== 'RESERVED' && order.status !== 'BACKORDERED') return nothing;
   const released = await store.release(data.orderId);
   await store.setOrder(data.orderId, 'RELEASED');
   const ready = await store.fillBackorders(released.map((r) => r.sku));

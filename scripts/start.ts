@@ -192,7 +192,8 @@ if (!stopping && waiting.size > 0) {
     [
       '',
       paint(1, 'The order saga is running.'),
-      `  Swagger UI         http://${host}:${config.ports['order-creation']}/docs  (start here: place an order)`,
+      `  Dashboard          http://${host}:${config.ports['order-creation']}/dashboard  (start here: watch sagas live; \`npm run traffic\` feeds it)`,
+      `  Swagger UI         http://${host}:${config.ports['order-creation']}/docs  (the API: place an order by hand)`,
       `  Order API          http://${host}:${config.ports['order-creation']}/orders`,
       `  Stock              http://${host}:${config.ports.inventory}/stock`,
       `  RabbitMQ console   http://${brokerHost}:15672  (guest/guest; queues ${config.exchange}.*)`,

@@ -147,6 +147,11 @@ export class System {
   }
 
   /** Sends a signal to one service and resolves when it has exited. */
+  /** Freezes a service (SIGSTOP) or thaws it (SIGCONT): its messages wait in its queue meanwhile. */
+  pause(service: ServiceName, paused = true): void {
+    this.processes.get(service)?.kill(paused ? 'SIGSTOP' : 'SIGCONT');
+  }
+
   async signal(service: ServiceName, signal: NodeJS.Signals = 'SIGTERM'): Promise<Exit> {
     const child = this.processes.get(service);
     if (!child || child.exitCode !== null || child.signalCode !== null) {

@@ -26,6 +26,14 @@ export class BrokerUnreachableError extends Error {
   override name = 'BrokerUnreachableError';
 }
 
+/** A message seen by `watchAll`: as published, nothing settled. */
+export interface WatchedMessage {
+  routingKey: string;
+  /** The event's id (AMQP messageId), if the publisher set one. */
+  messageId: string | undefined;
+  content: Buffer;
+}
+
 /** A publish the broker could not route to any queue (mandatory flag): an error, never silence. */
 export class UnroutableError extends Error {
   override name = 'UnroutableError';
@@ -40,6 +48,7 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
   private consumer?: Channel;
   private consumerTag?: string;
   private listener?: (delivery: Delivery) => void;
+  private watcher?: (message: WatchedMessage) => void;
   private readonly returned = new Set<string>();
   private fatal?: Error;
   private closing = false;
@@ -184,6 +193,53 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
     this.publisher = publisher;
 
     if (this.listener) await this.openConsumer(model);
+    if (this.watcher) await this.openWatch(model);
+  }
+
+  /**
+   * Sees every event published on the exchange, beside the service's topology: a queue of this
+   * connection's own (server-named, exclusive, auto-deleted) bound to `#`, consumed without acks.
+   * No inbox, no outbox, nothing handled: a viewer. Opened again after a reconnect; what was
+   * published while it was away is not seen.
+   */
+  async watchAll(listener: (message: WatchedMessage) => void): Promise<void> {
+    this.watcher = listener;
+    if (this.model && this.ready) await this.openWatch(this.model);
+  }
+
+  private async openWatch(model: amqp.ChannelModel): Promise<void> {
+    const listener = this.watcher;
+    if (!listener) return;
+    const channel = await model.createChannel();
+    // A viewer's channel failing is no reason to reconnect the service: open another one.
+    channel.on('error', (error) => this.log.warn({ err: error.message }, 'watch channel error'));
+    channel.on('close', () => {
+      if (this.closing || this.model !== model) return;
+      setTimeout(() => {
+        if (!this.closing && this.model === model) this.openWatch(model).catch(() => {});
+      }, 1000).unref();
+    });
+    const { queue } = await channel.assertQueue('', {
+      exclusive: true,
+      autoDelete: true,
+      durable: false,
+      // A viewer that falls behind loses its oldest messages rather than filling the broker.
+      arguments: { 'x-queue-type': 'classic', 'x-max-length': 100_000, 'x-overflow': 'drop-head' },
+    });
+    await channel.bindQueue(queue, this.topology.names.exchange, '#');
+    await channel.consume(
+      queue,
+      (message) => {
+        if (!message) return;
+        const { messageId } = message.properties;
+        listener({
+          routingKey: message.fields.routingKey,
+          messageId: typeof messageId === 'string' ? messageId : undefined,
+          content: message.content,
+        });
+      },
+      { noAck: true, exclusive: true },
+    );
   }
 
   /** A channel the broker closes (a protocol error) while the connection lives: reconnect everything. */

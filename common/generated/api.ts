@@ -287,7 +287,7 @@ export type components = {
         };
         /**
          * inventory.released
-         * @description Compensation: the reservation of a cancelled order was released.
+         * @description Compensation: the reservation of a cancelled order was released (items is empty when nothing was held).
          */
         "inventory.released": {
             orderId: components["schemas"]["OrderId"];
@@ -317,6 +317,8 @@ export type components = {
         "order.cancelled": {
             orderId: components["schemas"]["OrderId"];
             reason: components["schemas"]["FailureReason"];
+            /** @description The compensation facts the order is owed: it is settled once each has been reported. Each compensating service reports the one it is named for, even when it had nothing to undo. */
+            compensations?: ("inventory.released" | "replenishment.cancelled")[];
         };
         /**
          * order.completed
@@ -334,6 +336,14 @@ export type components = {
             customerId: string;
             items: components["schemas"]["OrderItems"];
             shippingAddress: components["schemas"]["ShippingAddress"];
+        };
+        /**
+         * replenishment.cancelled
+         * @description Compensation: the purchases still pending for a cancelled order were called off (maybe none), and a backorder arriving late buys nothing.
+         */
+        "replenishment.cancelled": {
+            orderId: components["schemas"]["OrderId"];
+            replenishmentIds: string[];
         };
         /**
          * replenishment.completed
@@ -446,6 +456,11 @@ export type components = {
              * @description When the saga is cancelled with DEADLINE_EXCEEDED if not terminal by then.
              */
             deadlineAt: string;
+            /**
+             * Format: date-time
+             * @description When the saga was over: a COMPLETED order at completion, a CANCELLED one once every compensation it is owed (order.cancelled names them) has reported. Absent while it is not.
+             */
+            settledAt?: string;
         };
         Order: components["schemas"]["OrderSummary"] & {
             timeline: components["schemas"]["TimelineEntry"][];
@@ -642,7 +657,7 @@ export interface operations {
     getOrder: {
         parameters: {
             query?: {
-                /** @description Block up to this many milliseconds until the order is terminal (COMPLETED or CANCELLED); answers 200 either way. */
+                /** @description Block up to this many milliseconds until the order is settled (see settledAt: COMPLETED, or CANCELLED with every compensation reported); answers 200 either way. */
                 wait?: number;
             };
             header?: never;

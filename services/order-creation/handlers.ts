@@ -15,8 +15,18 @@ const track: Handler<RoutingKey, OrderStore> = async (event, store, { log }) => 
     log.warn({ orderId: event.orderId, type: event.type }, 'event about an order this service does not know');
     return [];
   }
-  const decision = decide({ id: order.id, status: order.status, cancelReason: order.cancel_reason }, event);
-  if (decision.next) await store.update(order.id, decision.next);
+  const decision = decide(
+    { id: order.id, status: order.status, cancelReason: order.cancel_reason, owed: JSON.parse(order.owed) },
+    event,
+  );
+  if (decision.next || decision.owed || decision.settled) {
+    await store.update(order.id, {
+      status: order.status,
+      ...decision.next,
+      ...(decision.owed ? { owed: decision.owed } : {}),
+      ...(decision.settled ? { settled: true } : {}),
+    });
+  }
   return decision.emit;
 };
 
@@ -28,6 +38,7 @@ export const handlers: Handlers<OrderStore> = {
   'inventory.released': track,
   'replenishment.completed': track,
   'replenishment.failed': track,
+  'replenishment.cancelled': track,
   'shipment.dispatched': track,
   'shipment.failed': track,
   'shipment.cancelled': track,

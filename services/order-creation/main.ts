@@ -3,14 +3,17 @@
  * fate of every order (it turns each failure into order.cancelled).
  *
  * Consumes: inventory.reserved, inventory.backordered, inventory.rejected, inventory.released,
- *           replenishment.completed, replenishment.failed, shipment.dispatched, shipment.failed,
- *           shipment.cancelled, shipment.cancel_rejected
+ *           replenishment.completed, replenishment.failed, replenishment.cancelled,
+ *           shipment.dispatched, shipment.failed, shipment.cancelled, shipment.cancel_rejected
  * Emits:    order.created, order.cancel_requested, order.cancelled, order.completed (a notification:
  *           no queue of the saga binds it)
  */
+import { LiveFeed } from '../../common/live-feed.ts';
 import { runService } from '../../common/service.ts';
+import { addDashboard } from './dashboard.ts';
+import { isCompensation } from './domain.ts';
 import { handlers } from './handlers.ts';
-import { addRoutes, cancelOrder, OrderWatch } from './routes.ts';
+import { addRoutes, cancelOrder, OrderWatch, placeOrder } from './routes.ts';
 import {
   migrations,
   type OrderStore,
@@ -29,14 +32,31 @@ await runService<OrderTables, OrderStore>({
   store: orderStore,
   // Its own events enter the timeline in the transaction that emits them.
   onEmitted: (trx, events) => orderStore(trx).record(events),
-  setup({ db, http, runner, config, metrics, every, onCommit, onShutdown }) {
+  setup({ db, http, runner, config, log, metrics, every, onCommit, onShutdown, watchAll }) {
     addRoutes(http, { db, runner, config, watch });
     metrics?.countOrders(() => ordersInFlight(db));
-    onCommit((events) => {
+    // Every saga event, seen by a light subscriber of this instance's own, for the dashboard.
+    const feed = new LiveFeed({ maxEvents: config.dashboardHistory, maxAgeMs: 10 * 60_000 });
+    watchAll((message) => feed.push(message));
+    const closeDashboard = addDashboard(http, {
+      config,
+      log,
+      feed,
+      place: (order, failAt) => placeOrder(runner, config, order, failAt),
+    });
+    onShutdown(() => {
+      feed.close();
+      void closeDashboard();
+    });
+    // Readers of `?wait` look again when the order may have settled: completed, cancelled, or a
+    // compensation reported.
+    onCommit((events, handled) => {
       for (const event of events) {
         if (event.orderId && (event.type === 'order.completed' || event.type === 'order.cancelled'))
           watch.notify(event.orderId);
       }
+      for (const event of handled)
+        if (event.orderId && isCompensation(event.type)) watch.notify(event.orderId);
     });
     onShutdown(() => watch.close());
     // The deadline is stored with the order, so it survives a restart of this service.

@@ -10,9 +10,10 @@ import { newId } from '../../common/ids.ts';
 import type { Runner } from '../../common/runner.ts';
 import { readContext, storeContext } from '../../common/saga-context.ts';
 import { requestTraceparent } from '../../common/telemetry.ts';
-import { type CancelReason, isTerminal, type OrderStatus, requestCancel } from './domain.ts';
+import { type CancelReason, type OrderStatus, requestCancel } from './domain.ts';
 import {
   listOrders,
+  type Order,
   type OrderStore,
   type OrderTables,
   orderRow,
@@ -70,6 +71,58 @@ export async function cancelOrder(runner: Runner<OrderTables, OrderStore>, id: s
   return value;
 }
 
+/** Places an order (PENDING + order.created, one transaction); `failAt` is refused without fault injection. */
+export async function placeOrder(
+  runner: Runner<OrderTables, OrderStore>,
+  config: Config,
+  request: CreateOrder,
+  failAt?: FailAt,
+): Promise<Order> {
+  if (failAt && !config.faultInjection) {
+    throw new ValidationError(
+      [
+        {
+          pointer: '/headers/x-fail-at',
+          detail: 'fault injection is disabled here (FAULT_INJECTION=false)',
+        },
+      ],
+      'X-Fail-At is refused: fault injection is disabled by configuration.',
+    );
+  }
+  const id = newId();
+  const now = new Date();
+  const context: SagaContext = {
+    orderId: id,
+    // The request's span when tracing (continuing an incoming traceparent), else a new trace.
+    traceparent: requestTraceparent(),
+    ...(failAt ? { failAt } : {}),
+  };
+  const { value: order, emitted } = await runner.transact(async (store) => {
+    const order = await store.create({
+      id,
+      customer_id: request.customerId,
+      items: JSON.stringify(request.items),
+      shipping_address: JSON.stringify(request.shippingAddress),
+      context: storeContext(context),
+      created_at: now.toISOString(),
+      deadline_at: new Date(now.getTime() + config.sagaDeadlineMs).toISOString(),
+    });
+    return {
+      value: order,
+      emit: [
+        emit('order.created', {
+          orderId: id,
+          customerId: request.customerId,
+          items: request.items,
+          shippingAddress: request.shippingAddress,
+        }),
+      ],
+    };
+  }, context);
+  // The order as committed, without reading it back: its only event so far is order.created.
+  return toOrder(order, emitted);
+}
+
 export function addRoutes(
   http: HttpServer,
   {
@@ -80,50 +133,13 @@ export function addRoutes(
   }: { db: Db<OrderTables>; runner: Runner<OrderTables, OrderStore>; config: Config; watch: OrderWatch },
 ): void {
   http.route('post', '/orders', async ({ body, headers }) => {
-    const failAt = headers['x-fail-at'] as FailAt | undefined;
-    if (failAt && !config.faultInjection) {
-      throw new ValidationError(
-        [
-          {
-            pointer: '/headers/x-fail-at',
-            detail: 'fault injection is disabled here (FAULT_INJECTION=false)',
-          },
-        ],
-        'X-Fail-At is refused: fault injection is disabled by configuration.',
-      );
-    }
-    const request = body as CreateOrder;
-    const id = newId();
-    const now = new Date();
-    const context: SagaContext = {
-      orderId: id,
-      traceparent: requestTraceparent(),
-      ...(failAt ? { failAt } : {}),
-    };
-    const { value: order, emitted } = await runner.transact(async (store) => {
-      const order = await store.create({
-        id,
-        customer_id: request.customerId,
-        items: JSON.stringify(request.items),
-        shipping_address: JSON.stringify(request.shippingAddress),
-        context: storeContext(context),
-        created_at: now.toISOString(),
-        deadline_at: new Date(now.getTime() + config.sagaDeadlineMs).toISOString(),
-      });
-      return {
-        value: order,
-        emit: [
-          emit('order.created', {
-            orderId: id,
-            customerId: request.customerId,
-            items: request.items,
-            shippingAddress: request.shippingAddress,
-          }),
-        ],
-      };
-    }, context);
-    // The order as committed, without reading it back: its only event so far is order.created.
-    return { status: 201, body: toOrder(order, emitted), headers: { location: `/orders/${id}` } };
+    const order = await placeOrder(
+      runner,
+      config,
+      body as CreateOrder,
+      headers['x-fail-at'] as FailAt | undefined,
+    );
+    return { status: 201, body: order, headers: { location: `/orders/${order.id}` } };
   });
 
   http.route('get', '/orders', async ({ query }) => {
@@ -141,8 +157,9 @@ export function addRoutes(
     const id = String(params.id);
     const deadline = Date.now() + Number(query.wait ?? 0);
     let row = await orderRow(db, id);
-    while (row && !isTerminal(row.status) && Date.now() < deadline) {
-      // Woken at once when the order's fate commits; the short cap also covers another instance deciding it.
+    while (row && !row.settled_at && Date.now() < deadline) {
+      // Woken at once when the order's fate commits; the short cap also covers another instance
+      // deciding it, and a compensation reported (its handling emits nothing to be woken by).
       await watch.next(id, Math.min(250, deadline - Date.now()));
       row = await orderRow(db, id);
     }

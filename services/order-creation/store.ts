@@ -5,7 +5,7 @@ import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.
 import { EMITTED_BY, type SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
 import type { StoredContext } from '../../common/saga-context.ts';
-import type { CancelReason, FailureReason, OrderStatus } from './domain.ts';
+import type { CancelReason, Compensation, FailureReason, OrderStatus } from './domain.ts';
 
 type Schemas = components['schemas'];
 export type Order = Schemas['Order'];
@@ -25,6 +25,10 @@ export interface OrderTables {
     created_at: string;
     updated_at: string;
     deadline_at: string;
+    /** The compensation facts a CANCELLED order still waits for (JSON array). */
+    owed: string;
+    /** When the saga was over: at completion, or once the last compensation owed reported. */
+    settled_at: string | null;
   };
   timeline: {
     seq: Generated<number>;
@@ -98,6 +102,19 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('orders').dropColumn('fail_at').execute();
     },
   },
+  '0003_settlement': {
+    async up(db) {
+      await db.schema
+        .alterTable('orders')
+        .addColumn('owed', 'text', (c) => c.notNull().defaultTo('[]'))
+        .execute();
+      await db.schema.alterTable('orders').addColumn('settled_at', 'text').execute();
+      // Orders decided before compensations were counted: their last change is the best we know.
+      await sql`update orders set settled_at = updated_at where status in ('COMPLETED', 'CANCELLED')`.execute(
+        db,
+      );
+    },
+  },
 };
 
 type OrderRow = OrderTables['orders'];
@@ -113,6 +130,7 @@ function toSummary(row: OrderRow): OrderSummary {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     deadlineAt: row.deadline_at,
+    ...(row.settled_at ? { settledAt: row.settled_at } : {}),
   };
 }
 
@@ -133,13 +151,18 @@ const insertOrder = prepare((db: Db<OrderTables>, p: Params<OrderRow>) =>
         'created_at',
         'updated_at',
         'deadline_at',
+        'owed',
+        'settled_at',
       ),
     ),
 );
 const orderById = prepare((db: Db<OrderTables>, p: Params<{ id: string }>) =>
   db.selectFrom('orders').selectAll().where('id', '=', p('id')),
 );
-type StatusChange = Pick<OrderRow, 'id' | 'status' | 'reason' | 'cancel_reason' | 'updated_at'>;
+type StatusChange = Pick<OrderRow, 'id' | 'status' | 'reason' | 'cancel_reason' | 'updated_at'> & {
+  owed: string | null;
+  settled_at: string | null;
+};
 const updateStatus = prepare((db: Db<OrderTables>, p: Params<StatusChange>) =>
   db
     .updateTable('orders')
@@ -149,6 +172,8 @@ const updateStatus = prepare((db: Db<OrderTables>, p: Params<StatusChange>) =>
       // A reason, once given, stays: a later change without one keeps it.
       reason: eb.fn.coalesce(eb.val(p('reason')), 'reason'),
       cancel_reason: eb.fn.coalesce(eb.val(p('cancel_reason')), 'cancel_reason'),
+      owed: eb.fn.coalesce(eb.val(p('owed')), 'owed'),
+      settled_at: eb.fn.coalesce('settled_at', eb.val(p('settled_at'))),
     }))
     .where('id', '=', p('id')),
 );
@@ -168,7 +193,7 @@ export function orderStore(trx: Tx<OrderTables>) {
   return {
     /** A new order, PENDING; returns the row as stored. */
     async create(
-      row: Omit<OrderRow, 'status' | 'reason' | 'cancel_reason' | 'updated_at'>,
+      row: Omit<OrderRow, 'status' | 'reason' | 'cancel_reason' | 'updated_at' | 'owed' | 'settled_at'>,
     ): Promise<OrderRow> {
       const order: OrderRow = {
         ...row,
@@ -176,6 +201,8 @@ export function orderStore(trx: Tx<OrderTables>) {
         reason: null,
         cancel_reason: null,
         updated_at: row.created_at,
+        owed: '[]',
+        settled_at: null,
       };
       await insertOrder(trx, order);
       return order;
@@ -185,16 +212,26 @@ export function orderStore(trx: Tx<OrderTables>) {
       return (await orderById(trx, { id })).rows[0];
     },
 
+    /** A new status, and what changes with it; `settled` stamps settledAt once (a later one keeps it). */
     async update(
       id: string,
-      change: { status: OrderStatus; reason?: FailureReason; cancelReason?: CancelReason },
+      change: {
+        status: OrderStatus;
+        reason?: FailureReason;
+        cancelReason?: CancelReason;
+        owed?: readonly Compensation[];
+        settled?: boolean;
+      },
     ): Promise<void> {
+      const now = nowIso();
       await updateStatus(trx, {
         id,
         status: change.status,
         reason: change.reason ?? null,
         cancel_reason: change.cancelReason ?? null,
-        updated_at: nowIso(),
+        updated_at: now,
+        owed: change.owed ? JSON.stringify(change.owed) : null,
+        settled_at: change.settled ? now : null,
       });
     },
 

@@ -2,7 +2,7 @@
  * replenishment: purchase requests to a simulated supplier, answered after SUPPLIER_DELAY_MS.
  *
  * Consumes: inventory.backordered, stock.low, order.cancelled
- * Emits:    replenishment.completed, replenishment.failed
+ * Emits:    replenishment.completed, replenishment.failed, replenishment.cancelled
  */
 import { runService } from '../../common/service.ts';
 import { deliver, handlers } from './handlers.ts';

@@ -175,13 +175,16 @@ export function replenishmentStore(trx: Tx<ReplenishmentTables>) {
     },
 
     /** Cancels the order's pending requests: the supplier answers none of them. */
-    async cancelPending(orderId: string): Promise<void> {
-      await trx
+    /** Calls off the order's pending purchases; returns their ids. */
+    async cancelPending(orderId: string): Promise<string[]> {
+      const rows = await trx
         .updateTable('replenishments')
         .set({ status: 'CANCELLED', detail: 'order cancelled', settled_at: nowIso() })
         .where('order_id', '=', orderId)
         .where('status', '=', 'PENDING')
+        .returning('id')
         .execute();
+      return rows.map((r) => r.id);
     },
   };
 }

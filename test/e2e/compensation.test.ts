@@ -5,7 +5,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { aLine, anAddress, anOrder } from '../../support/builders.ts';
 import { System } from '../../support/system.ts';
-import { awaitTerminal, expectConsistent, place, quiesce, readStock, settled } from '../support/saga.ts';
+import {
+  awaitTerminal,
+  everyView,
+  expectConsistent,
+  expectSettledAfter,
+  place,
+  quiesce,
+  readStock,
+  settled,
+} from '../support/saga.ts';
 
 let system: System;
 
@@ -92,18 +101,25 @@ describe('when a step fails, the order is cancelled and what was done is undone'
       );
 
       const done = await awaitTerminal(system, order.id);
-      const view = await settled(system, order.id, (v) => v.types.includes('inventory.released'));
+      // `?wait` answered once settled: the compensations are in the timeline already, no polling.
+      const view = await everyView(system, order.id);
 
       expect(done).toMatchObject({ status: 'CANCELLED', reason: 'SHIPMENT_FAILED' });
-      expect(view.types).toEqual([
+      expectSettledAfter(done, ['inventory.released', 'replenishment.cancelled']);
+      expect(done.timeline.find((t) => t.type === 'order.cancelled')?.data).toMatchObject({
+        compensations: ['inventory.released', 'replenishment.cancelled'],
+      });
+      expect(view.types.slice(0, 4)).toEqual([
         'order.created',
         'inventory.reserved',
         'shipment.failed',
         'order.cancelled',
-        'inventory.released',
       ]);
+      expect(view.types.slice(4).sort()).toEqual(['inventory.released', 'replenishment.cancelled']);
       expect(view.order.timeline.find((t) => t.type === 'shipment.failed')?.detail).toContain(detail);
-      expect(view.order.timeline.at(-1)?.data).toMatchObject({ items: [{ sku: 'GADGET-2', quantity: 3 }] });
+      expect(view.order.timeline.find((t) => t.type === 'inventory.released')?.data).toMatchObject({
+        items: [{ sku: 'GADGET-2', quantity: 3 }],
+      });
       expect(view.dispatched).toEqual([]);
       const stockAfter = view.stock.find((s) => s.sku === 'GADGET-2');
       expect(stockAfter?.onHand).toBe(stockBefore?.onHand);
@@ -132,17 +148,22 @@ describe('when the customer cancels', () => {
     expect(cancel.status).toBe(202);
     expect(['CANCELLING', 'CANCELLED']).toContain(cancel.body.status);
     expect(done).toMatchObject({ status: 'CANCELLED', reason: 'CUSTOMER_CANCELLED' });
+    expectSettledAfter(done, ['inventory.released', 'replenishment.cancelled']);
     expect(view.types).toEqual(
       expect.arrayContaining(['order.cancel_requested', 'shipment.cancelled', 'order.cancelled']),
     );
+    // The purchase the order waited for was called off, and the report names it.
+    const report = done.timeline.find((t) => t.type === 'replenishment.cancelled');
+    expect(report?.data).toMatchObject({ replenishmentIds: view.replenishments.map((r) => r.id) });
     expect(view.dispatched).toEqual([]);
     expect(view.replenishments.every((r) => r.status !== 'PENDING')).toBe(true);
     await expectConsistent(system);
   });
 
-  it('a cancel after completion is refused with 409', async () => {
+  it('a cancel after completion is refused with 409; the completed order was settled at completion', async () => {
     const order = await place(system);
-    await awaitTerminal(system, order.id);
+    const done = await awaitTerminal(system, order.id);
+    expect(done).toMatchObject({ status: 'COMPLETED', settledAt: expect.any(String) });
 
     const cancel = await system.request('order-creation', 'POST', `/orders/${order.id}/cancel`);
 
@@ -175,6 +196,8 @@ describe('when the customer cancels', () => {
         const view = await settled(system, order.id, () => true);
         expect(['COMPLETED', 'CANCELLED']).toContain(view.order.status);
         tally[view.order.status as keyof typeof tally] += 1;
+        // Cancelled or completed, each saga ends settled: every compensation owed was reported.
+        expect(view.order.settledAt, view.order.id).toEqual(expect.any(String));
         if (view.order.status === 'COMPLETED') expect(view.dispatched).toHaveLength(1);
         else {
           expect(view.order.reason).toBe('CUSTOMER_CANCELLED');
@@ -209,6 +232,7 @@ describe('when the saga deadline passes', () => {
     const view = await settled(slow, order.id, (v) => v.types.includes('inventory.released'));
 
     expect(done).toMatchObject({ status: 'CANCELLED', reason: 'DEADLINE_EXCEEDED' });
+    expectSettledAfter(done, ['inventory.released', 'replenishment.cancelled']);
     expect(view.types).toEqual(
       expect.arrayContaining([
         'order.cancel_requested',

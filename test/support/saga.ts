@@ -22,8 +22,20 @@ export async function place(
   return created.body;
 }
 
+/** The order once settled (`?wait`: completed, or cancelled with every compensation reported), or after `ms`. */
 export async function awaitTerminal(system: System, id: string, ms = 20_000): Promise<Order> {
   return (await system.get<Order>('order-creation', `/orders/${id}?wait=${ms}`)).body;
+}
+
+/** The order is settled, and not before any of these compensation facts was in its timeline. */
+export function expectSettledAfter(order: Order, facts: readonly string[]): void {
+  expect(order.settledAt, 'settledAt').toEqual(expect.any(String));
+  const settledAt = Date.parse(order.settledAt ?? '');
+  for (const type of facts) {
+    const fact = order.timeline.find((t) => t.type === type);
+    expect(fact, `${type} in the timeline`).toBeDefined();
+    expect(settledAt).toBeGreaterThanOrEqual(Date.parse(fact?.at ?? ''));
+  }
 }
 
 /** Everything the four services say about one order (and the stock). */

@@ -49,7 +49,8 @@ export const orderCreated = (
 export const orderCancelled = (
   orderId: string,
   reason: EventData<'order.cancelled'>['reason'] = 'SHIPMENT_FAILED',
-) => anEvent('order.cancelled', { orderId, reason });
+  compensations?: EventData<'order.cancelled'>['compensations'],
+) => anEvent('order.cancelled', { orderId, reason, ...(compensations ? { compensations } : {}) });
 
 export const replenishmentCompleted = (sku: string, quantity: number, orderId?: string) =>
   anEvent('replenishment.completed', {

@@ -47,6 +47,7 @@ const CONSUMED_BY: Record<RoutingKey, ServiceName[]> = {
   'stock.low': ['replenishment'],
   'replenishment.completed': ['inventory', 'order-creation'],
   'replenishment.failed': ['inventory', 'order-creation'],
+  'replenishment.cancelled': ['order-creation'],
   'shipment.dispatched': ['inventory', 'order-creation'],
   'shipment.failed': ['order-creation'],
   'shipment.cancelled': ['order-creation'],

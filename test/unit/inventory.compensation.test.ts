@@ -144,6 +144,35 @@ describe('inventory compensation: releasing a cancelled order (order.cancelled)'
     await expectStockInvariants(inventory.db);
   });
 
+  it('when order-creation counts on its report, it reports inventory.released even with nothing held', async () => {
+    const inventory = await openInventory();
+    const orderId = orderCreated([aLine('GADGET-2', 3)]).data.orderId;
+
+    const emitted = await inventory.handle(
+      releaseReservation,
+      orderCancelled(orderId, 'CUSTOMER_CANCELLED', ['inventory.released', 'replenishment.cancelled']),
+    );
+
+    expect(emitted).toEqual([{ type: 'inventory.released', data: { orderId, items: [] } }]);
+  });
+
+  it('when order-creation counts on its report, a release reports what was given back, once', async () => {
+    const inventory = await openInventory();
+    const order = orderCreated([aLine('GADGET-2', 3)]);
+    await inventory.handle(reserve, order);
+    const cancelled = orderCancelled(order.data.orderId, 'SHIPMENT_FAILED', ['inventory.released']);
+
+    const emitted = await inventory.handle(releaseReservation, cancelled);
+
+    expect(emitted).toEqual([
+      {
+        type: 'inventory.released',
+        data: { orderId: order.data.orderId, items: [{ sku: 'GADGET-2', quantity: 3 }] },
+      },
+    ]);
+    await expectStockInvariants(inventory.db);
+  });
+
   it('after dispatch there is nothing to release: stock stays deducted and nothing is emitted', async () => {
     const inventory = await openInventory();
     const order = orderCreated([aLine('GADGET-2', 3)]);

@@ -3,10 +3,12 @@ import { describe, expect, it } from 'vitest';
 import { ROUTING_KEYS, type SagaEvent } from '../../common/events.ts';
 import {
   type CancelReason,
+  type Compensation,
   decide,
   isTerminal,
   type OrderState,
   type OrderStatus,
+  owedCompensations,
   requestCancel,
 } from '../../services/order-creation/domain.ts';
 import { anAddress } from '../../support/builders.ts';
@@ -27,6 +29,8 @@ const ALL_STATUSES: OrderStatus[] = [
   'CANCELLED',
 ];
 const LIVE: OrderStatus[] = ['PENDING', 'AWAITING_STOCK', 'RESERVED', 'CANCELLING'];
+/** What a cancellation owes when inventory may hold something: both reports. */
+const BOTH = ['inventory.released', 'replenishment.cancelled'];
 
 const anOrderIn = (status: OrderStatus, cancelReason?: CancelReason): OrderState => ({
   id: ORDER_ID,
@@ -69,6 +73,7 @@ const EVENTS: { [K in (typeof ROUTING_KEYS)[number]]: SagaEvent<K> } = {
   'stock.low': anEvent('stock.low', { sku: 'GIZMO-3', available: 0, reorderPoint: 10 }),
   'replenishment.completed': replenishmentCompleted('GIZMO-3', 3, ORDER_ID),
   'replenishment.failed': replenishmentFailed('LEGACY-4', ORDER_ID),
+  'replenishment.cancelled': anEvent('replenishment.cancelled', { orderId: ORDER_ID, replenishmentIds: [] }),
   'shipment.dispatched': shipmentDispatched(ORDER_ID),
   'shipment.failed': anEvent('shipment.failed', {
     orderId: ORDER_ID,
@@ -148,6 +153,7 @@ describe('order rules: the status machine', () => {
       'stock.low',
       'replenishment.completed',
       'replenishment.failed',
+      'replenishment.cancelled',
     ] as const;
 
     for (const status of LIVE) {
@@ -186,7 +192,18 @@ describe('order rules: the status machine', () => {
 
       expect(decision).toEqual({
         next: { status: 'CANCELLED', reason },
-        emit: [{ type: 'order.cancelled', data: { orderId: ORDER_ID, reason } }],
+        owed: reason === 'REPLENISHMENT_FAILED' ? ['replenishment.cancelled'] : [],
+        ...(reason === 'REPLENISHMENT_FAILED' ? {} : { settled: true }),
+        emit: [
+          {
+            type: 'order.cancelled',
+            data: {
+              orderId: ORDER_ID,
+              reason,
+              compensations: reason === 'REPLENISHMENT_FAILED' ? ['replenishment.cancelled'] : [],
+            },
+          },
+        ],
       });
     },
   );
@@ -196,7 +213,13 @@ describe('order rules: the status machine', () => {
 
     expect(decision).toEqual({
       next: { status: 'CANCELLED', reason: 'SHIPMENT_FAILED' },
-      emit: [{ type: 'order.cancelled', data: { orderId: ORDER_ID, reason: 'SHIPMENT_FAILED' } }],
+      owed: BOTH,
+      emit: [
+        {
+          type: 'order.cancelled',
+          data: { orderId: ORDER_ID, reason: 'SHIPMENT_FAILED', compensations: BOTH },
+        },
+      ],
     });
   });
 
@@ -205,6 +228,7 @@ describe('order rules: the status machine', () => {
 
     expect(decision).toEqual({
       next: { status: 'COMPLETED' },
+      settled: true,
       emit: [{ type: 'order.completed', data: { orderId: ORDER_ID } }],
     });
   });
@@ -214,6 +238,7 @@ describe('order rules: the status machine', () => {
 
     expect(decision).toEqual({
       next: { status: 'COMPLETED' },
+      settled: true,
       emit: [{ type: 'order.completed', data: { orderId: ORDER_ID } }],
     });
   });
@@ -223,7 +248,13 @@ describe('order rules: the status machine', () => {
 
     expect(decision).toEqual({
       next: { status: 'CANCELLED', reason: 'CUSTOMER_CANCELLED' },
-      emit: [{ type: 'order.cancelled', data: { orderId: ORDER_ID, reason: 'CUSTOMER_CANCELLED' } }],
+      owed: BOTH,
+      emit: [
+        {
+          type: 'order.cancelled',
+          data: { orderId: ORDER_ID, reason: 'CUSTOMER_CANCELLED', compensations: BOTH },
+        },
+      ],
     });
   });
 
@@ -232,7 +263,13 @@ describe('order rules: the status machine', () => {
 
     expect(decision).toEqual({
       next: { status: 'CANCELLED', reason: 'DEADLINE_EXCEEDED' },
-      emit: [{ type: 'order.cancelled', data: { orderId: ORDER_ID, reason: 'DEADLINE_EXCEEDED' } }],
+      owed: BOTH,
+      emit: [
+        {
+          type: 'order.cancelled',
+          data: { orderId: ORDER_ID, reason: 'DEADLINE_EXCEEDED', compensations: BOTH },
+        },
+      ],
     });
   });
 
@@ -295,5 +332,44 @@ describe('order rules: asking to cancel', () => {
 
   it.each(['COMPLETED', 'CANCELLED'] as const)('a %s order cannot be cancelled (409)', (status) => {
     expect(requestCancel(anOrderIn(status), 'CUSTOMER_CANCELLED')).toEqual({ outcome: 'terminal' });
+  });
+});
+
+describe('order rules: a cancelled order is settled once its compensations have reported', () => {
+  const cancelledOwing = (owed: Compensation[]): OrderState => ({ id: ORDER_ID, status: 'CANCELLED', owed });
+
+  it.each([
+    ['UNKNOWN_SKU', []],
+    ['INVENTORY_REJECTED', []],
+    ['REPLENISHMENT_FAILED', ['replenishment.cancelled']],
+    ['SHIPMENT_FAILED', BOTH],
+    ['CUSTOMER_CANCELLED', BOTH],
+    ['DEADLINE_EXCEEDED', BOTH],
+  ] as const)('a cancellation for %s is owed %j', (reason, owed) => {
+    expect(owedCompensations(reason)).toEqual(owed);
+  });
+
+  it('each compensation fact owed counts one off; the last one settles the order', () => {
+    const first = decide(
+      cancelledOwing(['inventory.released', 'replenishment.cancelled']),
+      EVENTS['inventory.released'],
+    );
+    const last = decide(cancelledOwing(first.owed ?? []), EVENTS['replenishment.cancelled']);
+
+    expect(first).toEqual({ owed: ['replenishment.cancelled'], emit: [] });
+    expect(last).toEqual({ owed: [], settled: true, emit: [] });
+  });
+
+  it('a compensation fact not owed (or reported twice) changes nothing', () => {
+    expect(decide(cancelledOwing(['replenishment.cancelled']), EVENTS['inventory.released'])).toEqual({
+      emit: [],
+    });
+    expect(decide(cancelledOwing([]), EVENTS['replenishment.cancelled'])).toEqual({ emit: [] });
+  });
+
+  it('a compensation fact for an order not cancelled counts nothing', () => {
+    const order: OrderState = { id: ORDER_ID, status: 'COMPLETED', owed: ['inventory.released'] };
+
+    expect(decide(order, EVENTS['inventory.released'])).toEqual({ emit: [] });
   });
 });

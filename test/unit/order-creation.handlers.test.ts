@@ -47,6 +47,7 @@ describe('order-creation: following the saga of an order', () => {
         'inventory.released',
         'replenishment.completed',
         'replenishment.failed',
+        'replenishment.cancelled',
         'shipment.dispatched',
         'shipment.failed',
         'shipment.cancelled',
@@ -80,9 +81,16 @@ describe('order-creation: following the saga of an order', () => {
       anEvent('inventory.rejected', { orderId: id, reason: 'UNKNOWN_SKU', detail: 'unknown SKU: NOPE-9' }),
     );
 
-    expect(emitted).toEqual([{ type: 'order.cancelled', data: { orderId: id, reason: 'UNKNOWN_SKU' } }]);
+    expect(emitted).toEqual([
+      { type: 'order.cancelled', data: { orderId: id, reason: 'UNKNOWN_SKU', compensations: [] } },
+    ]);
     const order = await readOrder(orders.db, id);
-    expect(order).toMatchObject({ status: 'CANCELLED', reason: 'UNKNOWN_SKU' });
+    // Nothing was reserved, nothing ordered: it is owed nothing, settled at once.
+    expect(order).toMatchObject({
+      status: 'CANCELLED',
+      reason: 'UNKNOWN_SKU',
+      settledAt: expect.any(String),
+    });
     expect(order?.timeline[0]).toMatchObject({ type: 'inventory.rejected', detail: 'unknown SKU: NOPE-9' });
   });
 
@@ -92,7 +100,10 @@ describe('order-creation: following the saga of an order', () => {
     const emitted = await orders.handle(handlerFor(handlers, 'shipment.dispatched'), shipmentDispatched(id));
 
     expect(emitted).toEqual([{ type: 'order.completed', data: { orderId: id } }]);
-    expect((await readOrder(orders.db, id))?.status).toBe('COMPLETED');
+    expect(await readOrder(orders.db, id)).toMatchObject({
+      status: 'COMPLETED',
+      settledAt: expect.any(String),
+    });
   });
 
   it('when shipment confirms a deadline cancel, the order is cancelled with DEADLINE_EXCEEDED (the stored cancel reason)', async () => {
@@ -104,12 +115,43 @@ describe('order-creation: following the saga of an order', () => {
     );
 
     expect(emitted).toEqual([
-      { type: 'order.cancelled', data: { orderId: id, reason: 'DEADLINE_EXCEEDED' } },
+      {
+        type: 'order.cancelled',
+        data: {
+          orderId: id,
+          reason: 'DEADLINE_EXCEEDED',
+          compensations: ['inventory.released', 'replenishment.cancelled'],
+        },
+      },
     ]);
-    expect(await readOrder(orders.db, id)).toMatchObject({
-      status: 'CANCELLED',
-      reason: 'DEADLINE_EXCEEDED',
-    });
+    const order = await readOrder(orders.db, id);
+    expect(order).toMatchObject({ status: 'CANCELLED', reason: 'DEADLINE_EXCEEDED' });
+    expect(order?.settledAt).toBeUndefined();
+  });
+
+  it('a cancelled order is settled when the last compensation it is owed reports, in either order', async () => {
+    const { orders, id } = await anOrderIn('CANCELLING', 'CUSTOMER_CANCELLED');
+    await orders.handle(
+      handlerFor(handlers, 'shipment.cancelled'),
+      anEvent('shipment.cancelled', { orderId: id }),
+    );
+
+    await orders.handle(
+      handlerFor(handlers, 'replenishment.cancelled'),
+      anEvent('replenishment.cancelled', { orderId: id, replenishmentIds: [] }),
+    );
+    const halfway = await readOrder(orders.db, id);
+    await orders.handle(
+      handlerFor(handlers, 'inventory.released'),
+      anEvent('inventory.released', { orderId: id, items: [] }),
+    );
+    const order = await readOrder(orders.db, id);
+
+    expect(halfway?.settledAt).toBeUndefined();
+    expect(order).toMatchObject({ status: 'CANCELLED', reason: 'CUSTOMER_CANCELLED' });
+    const last = order?.timeline.at(-1);
+    expect(last?.type).toBe('inventory.released');
+    expect(Date.parse(order?.settledAt ?? '')).toBeGreaterThanOrEqual(Date.parse(last?.at ?? 'x'));
   });
 
   it('a completed order never changes again: a late shipment.failed is only recorded', async () => {

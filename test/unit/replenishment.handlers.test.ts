@@ -305,6 +305,22 @@ describe('replenishment compensation: calling off a cancelled order’s purchase
     });
   });
 
+  it('when order-creation counts on its report, replenishment.cancelled names the purchases called off', async () => {
+    const replenishment = await openReplenishment();
+    const orderId = randomUUID();
+    await replenishment.handle(orderForBackorder, backordered(orderId, [{ sku: 'GIZMO-3', missing: 3 }]));
+    const [pending] = await requests(replenishment);
+
+    const emitted = await replenishment.handle(
+      cancelPurchases,
+      orderCancelled(orderId, 'CUSTOMER_CANCELLED', ['inventory.released', 'replenishment.cancelled']),
+    );
+
+    expect(emitted).toEqual([
+      { type: 'replenishment.cancelled', data: { orderId, replenishmentIds: [pending?.id] } },
+    ]);
+  });
+
   it('a request already due when the cancellation lands is not answered afterwards', async () => {
     const replenishment = await openReplenishment();
     const orderId = randomUUID();

@@ -1,0 +1,232 @@
+/**
+ * The live feed of saga events: every event the broker's watcher sees (`Broker.watchAll`), kept
+ * in a bounded ring and served as Server-Sent Events, each event one message
+ * `{ eventId, orderId, type, source, at, data }` with the event's id as its SSE `id`.
+ *
+ * The cursor is the event id on purpose. Every instance of the service watches the exchange with
+ * a queue of its own, so each holds the same events under the same ids: a client that reconnects
+ * to another instance (behind a load balancer) resumes there too. Arrival order can differ from
+ * one instance to another, so an id an instance does not hold (it started later, or the id left
+ * its ring) is placed by the time at the head of the UUIDv7, less a margin for the clocks of the
+ * publishers: the client may see an event twice then (it drops what it has by eventId), never
+ * miss one the instance holds.
+ */
+import { EMITTED_BY, isRoutingKey } from './events.ts';
+import type { StreamReply } from './http.ts';
+import type { SseStream } from './sse.ts';
+
+/** One saga event as the feed sends it. */
+export interface FeedEvent {
+  eventId: string;
+  orderId?: string;
+  type: string;
+  source: string;
+  at: string;
+  data: unknown;
+}
+
+/** What the watcher hands over for each message. */
+export interface FeedMessage {
+  routingKey: string;
+  messageId: string | undefined;
+  content: Buffer;
+}
+
+interface Entry {
+  id: string;
+  /** When this instance received it (what the age bound counts from). */
+  receivedAt: number;
+  content: Buffer;
+  /** Its SSE message, formatted the first time a client needs it (none open: no cost). */
+  text?: string;
+}
+
+export interface LiveFeedOptions {
+  /** Most events kept. */
+  maxEvents: number;
+  /** Oldest event kept, in ms. */
+  maxAgeMs: number;
+  /** What a client connecting without a cursor is sent first: the most recent events. */
+  initialEvents?: number;
+  /** Messages to open clients are written at most this often, many in one write. */
+  flushMs?: number;
+}
+
+/** How far the publishers' clocks (in UUIDv7 ids) may disagree with arrival order. */
+const CLOCK_MARGIN_MS = 2000;
+/** A replay is written in chunks this size, each after the previous one left. */
+const REPLAY_CHUNK = 500;
+/** What an SSE id can carry as it is: no line break, nothing a header would refuse. */
+const SAFE_ID = /^[\w.:-]{1,200}$/;
+
+/** The time at the head of a UUIDv7, or NaN. */
+export function uuidTime(id: string): number {
+  const hex = id.replaceAll('-', '').slice(0, 12);
+  return /^[0-9a-f]{12}$/i.test(hex) && id[14] === '7' ? Number.parseInt(hex, 16) : Number.NaN;
+}
+
+/** Turns a message body into the feed's shape; undefined if it is not a saga event. */
+function toFeedEvent(content: Buffer): FeedEvent | undefined {
+  // A viewer, not a consumer: the runner validates what it handles; here a bad body is skipped.
+  try {
+    const e = JSON.parse(content.toString('utf8')) as {
+      id?: unknown;
+      type?: unknown;
+      occurredAt?: unknown;
+      orderId?: unknown;
+      data?: unknown;
+    };
+    if (typeof e.id !== 'string' || !isRoutingKey(e.type)) return undefined;
+    return {
+      eventId: e.id,
+      ...(typeof e.orderId === 'string' ? { orderId: e.orderId } : {}),
+      type: e.type,
+      source: EMITTED_BY[e.type],
+      at: typeof e.occurredAt === 'string' ? e.occurredAt : new Date().toISOString(),
+      data: e.data ?? {},
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+export class LiveFeed {
+  /** The ring: entries[0] has sequence number `first`. */
+  private entries: Entry[] = [];
+  private first = 0;
+  private readonly seqOf = new Map<string, number>();
+  /** Each open client and the sequence number of the next entry it is to get. */
+  private readonly clients = new Map<SseStream, { next: number }>();
+  private flushTimer?: NodeJS.Timeout;
+  private lastAgeCheck = 0;
+  private readonly options: Required<LiveFeedOptions>;
+
+  constructor(options: LiveFeedOptions) {
+    this.options = { initialEvents: 1000, flushMs: 100, ...options };
+  }
+
+  /** One past the newest entry's sequence number. */
+  private get end(): number {
+    return this.first + this.entries.length;
+  }
+
+  /** Adds a watched message; one seen before (the outbox publishes at least once) is dropped. */
+  push(message: FeedMessage, now = Date.now()): void {
+    const id = message.messageId;
+    // An id is a cursor, sent back in a header: one that could not be (a line break) is not kept.
+    if (!id || !SAFE_ID.test(id) || this.seqOf.has(id)) return;
+    this.seqOf.set(id, this.end);
+    this.entries.push({ id, receivedAt: now, content: message.content });
+    this.evict(now);
+    if (this.clients.size > 0 && !this.flushTimer) {
+      this.flushTimer = setTimeout(() => this.flush(), this.options.flushMs);
+      this.flushTimer.unref();
+    }
+  }
+
+  /**
+   * Keeps the last maxEvents (the ring may run an eighth over before it is cut: cutting one at a
+   * time would copy it per event) and drops what is older than maxAgeMs (looked at once a second).
+   */
+  private evict(now: number): void {
+    const { maxEvents, maxAgeMs } = this.options;
+    const slack = Math.max(64, maxEvents >> 3);
+    let drop = this.entries.length >= maxEvents + slack ? this.entries.length - maxEvents : 0;
+    if (now - this.lastAgeCheck >= 1000) {
+      this.lastAgeCheck = now;
+      while (drop < this.entries.length && (this.entries[drop]?.receivedAt ?? now) < now - maxAgeMs) drop++;
+    }
+    if (drop === 0) return;
+    for (const entry of this.entries.slice(0, drop)) this.seqOf.delete(entry.id);
+    this.entries = this.entries.slice(drop);
+    this.first += drop;
+  }
+
+  /** How many events it holds (for tests and the summary). */
+  get size(): number {
+    return this.entries.length;
+  }
+
+  /** The events after `cursor` (a Last-Event-ID), or the most recent ones without one. */
+  since(cursor: string | undefined): FeedEvent[] {
+    return this.range(this.startFor(cursor), this.end).flatMap((e) => {
+      const event = toFeedEvent(e.content);
+      return event ? [event] : [];
+    });
+  }
+
+  /** Where a client with this cursor starts. */
+  private startFor(cursor: string | undefined, now = Date.now()): number {
+    const known = cursor === undefined ? undefined : this.seqOf.get(cursor);
+    if (known !== undefined) return known + 1;
+    const { maxAgeMs, initialEvents } = this.options;
+    const time = cursor === undefined ? Number.NaN : uuidTime(cursor);
+    if (Number.isNaN(time) || time < now - maxAgeMs - CLOCK_MARGIN_MS)
+      return Math.max(this.first, this.end - initialEvents);
+    const index = this.entries.findIndex((e) => uuidTime(e.id) >= time - CLOCK_MARGIN_MS);
+    return index === -1 ? this.end : this.first + index;
+  }
+
+  private range(from: number, to: number): Entry[] {
+    return this.entries.slice(Math.max(0, from - this.first), Math.max(0, to - this.first));
+  }
+
+  private textOf(entry: Entry): string {
+    if (entry.text === undefined) {
+      const event = toFeedEvent(entry.content);
+      // formatMessage's shape, without its line splitting: JSON.stringify never writes a line break.
+      entry.text = event ? `id: ${entry.id}\ndata: ${JSON.stringify(event)}\n\n` : '';
+    }
+    return entry.text;
+  }
+
+  /** Writes to each open client what it has not had yet, in one write. */
+  private flush(): void {
+    this.flushTimer = undefined;
+    for (const [sse, client] of this.clients) {
+      const entries = this.range(client.next, this.end);
+      client.next = this.end;
+      if (entries.length > 0) sse.sendFormatted(entries.map((e) => this.textOf(e)).join(''));
+    }
+  }
+
+  /**
+   * Serves one client: the events after `cursor` (its Last-Event-ID unless given; without one,
+   * the most recent events), written in paced chunks, then every new one as it comes, until the
+   * client or the server closes.
+   */
+  async serve(sse: SseStream, cursor = sse.lastEventId): Promise<void> {
+    let next = this.startFor(cursor);
+    // Caught up when nothing arrived during the last chunk's write; only then does flush take over.
+    while (next < this.end && !sse.signal.aborted) {
+      next = Math.max(next, this.first);
+      const chunk = this.range(next, Math.min(this.end, next + REPLAY_CHUNK));
+      next += chunk.length;
+      const text = chunk.map((e) => this.textOf(e)).join('');
+      if (text) sse.sendFormatted(text);
+      await sse.drained();
+    }
+    if (sse.signal.aborted) return;
+    this.clients.set(sse, { next });
+    await sse.closed;
+    this.clients.delete(sse);
+  }
+
+  /** The StreamReply of a route that serves this feed. */
+  reply(options: { heartbeatMs?: number; cursor?: string } = {}): StreamReply {
+    const { heartbeatMs, cursor } = options;
+    return {
+      status: 200,
+      ...(heartbeatMs === undefined ? {} : { heartbeatMs }),
+      // A cursor in the URL is for a client that opens a new stream itself (EventSource sends
+      // Last-Event-ID only on its own reconnections); the header wins when both are there.
+      stream: (sse) => this.serve(sse, sse.lastEventId ?? cursor),
+    };
+  }
+
+  /** Ends the flush timer (the streams themselves are closed by the HTTP server). */
+  close(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+  }
+}
