@@ -5,14 +5,14 @@
  * opened again resumes with what it missed. Screenshots go to .tmp/dashboard-*.png (the README's
  * picture comes from there). Headless Chromium driven by playwright-core; `npm run test:browser`.
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { anOrder } from '../../support/builders.ts';
 import { System } from '../../support/system.ts';
+import { launchChromium } from '../support/browser.ts';
 import { awaitTerminal, place } from '../support/saga.ts';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SHOTS = '.tmp';
 
 let system: System;
@@ -28,25 +28,9 @@ const steps = (orderId: string, column: number) =>
   row(orderId).locator(`td:nth-child(${column}) .step`).allTextContents();
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`No Chromium at ${CHROMIUM}: apt-get install chromium, or set CHROMIUM_PATH.`);
-  }
   mkdirSync(SHOTS, { recursive: true });
   system = await System.start();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    // playwright gives it a fresh, temporary user data directory.
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.on('console', (message) => {
     if (message.type() === 'error') problems.push(message.text());

@@ -3,13 +3,11 @@
  * out", and see it complete. Headless Chromium (Debian's `chromium`) driven by playwright-core;
  * run by `npm run test:browser` (CI installs Chromium), not by `npm test`.
  */
-import { existsSync } from 'node:fs';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { anOrder } from '../../support/builders.ts';
 import { System } from '../../support/system.ts';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+import { launchChromium } from '../support/browser.ts';
 
 let system: System;
 let browser: Browser;
@@ -18,24 +16,8 @@ let page: Page;
 const requested: string[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`No Chromium at ${CHROMIUM}: apt-get install chromium, or set CHROMIUM_PATH.`);
-  }
   system = await System.start();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    // playwright gives it a fresh, temporary user data directory.
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
   page = await browser.newPage();
   page.on('request', (request) => requested.push(request.url()));
 });
