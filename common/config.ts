@@ -61,7 +61,17 @@ export const CONFIG_KEYS = {
   DATA_DIR: {
     kind: 'string',
     default: './data',
-    doc: 'Directory of the SQLite databases, one file per service (held by one process at a time).',
+    doc: 'Directory of the SQLite databases, one file per service (held by one process at a time). Unused with DATABASE_URL.',
+  },
+  DATABASE_URL: {
+    kind: 'string',
+    default: '',
+    doc: 'A PostgreSQL URL (`postgres://user:password@host:5432/db`): the services keep their tables there, each in a schema of its own, and any number of instances of each may run. Empty: SQLite under DATA_DIR.',
+  },
+  DATABASE_CONNECT_TIMEOUT_MS: {
+    kind: 'int',
+    default: '30000',
+    doc: 'How long a service retries an unreachable PostgreSQL at start before it exits non-zero.',
   },
   HTTP_HOST: {
     kind: 'string',
@@ -208,6 +218,9 @@ export interface Config {
   retryBaseDelayMs: number;
   inboxRetentionMs: number;
   dataDir: string;
+  /** PostgreSQL, shared by the instances; undefined: SQLite under dataDir. */
+  databaseUrl?: string;
+  databaseConnectTimeoutMs: number;
   httpHost: string;
   ports: Record<ServiceName, number>;
   port: number;
@@ -284,6 +297,11 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
     const problem = amqpUrlProblem(url);
     if (problem) problems.push(`AMQP_URL has "${redactUrl(url)}": ${problem}`);
   }
+  const databaseUrl = raw('DATABASE_URL');
+  if (databaseUrl) {
+    const problem = databaseUrlProblem(databaseUrl);
+    if (problem) problems.push(`DATABASE_URL="${redactUrl(databaseUrl)}" ${problem}`);
+  }
   const exchange = raw('SAGA_EXCHANGE');
   if (!/^[\w.-]{1,200}$/.test(exchange))
     problems.push(`SAGA_EXCHANGE="${exchange}" must be letters, digits, '.', '-' or '_'`);
@@ -332,6 +350,8 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
     retryBaseDelayMs: int('RETRY_BASE_DELAY_MS', 1, 600_000),
     inboxRetentionMs: int('INBOX_RETENTION_HOURS', 1, 24 * 365) * 3_600_000,
     dataDir: resolve(raw('DATA_DIR')),
+    ...(databaseUrl ? { databaseUrl } : {}),
+    databaseConnectTimeoutMs: int('DATABASE_CONNECT_TIMEOUT_MS', 0, 3_600_000),
     httpHost: raw('HTTP_HOST'),
     ports,
     port: ports[service],
@@ -374,5 +394,18 @@ function amqpUrlProblem(url: string): string | undefined {
     return 'must be an amqp:// or amqps:// URL';
   if (!parsed.hostname) return 'has no host';
   if (parsed.port && !(Number(parsed.port) >= 1 && Number(parsed.port) <= 65535)) return 'has no valid port';
+  return undefined;
+}
+
+function databaseUrlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'is not a URL (postgres://user:password@host:5432/database)';
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:')
+    return 'must be a postgres:// or postgresql:// URL';
+  if (!parsed.hostname && !parsed.searchParams.get('host')) return 'has no host';
   return undefined;
 }

@@ -1,6 +1,8 @@
 /**
- * Each service owns one SQLite database (WAL) under DATA_DIR, opened and migrated at start.
- * Queries go through Kysely, which also speaks PostgreSQL when a service outgrows one file.
+ * Each service owns its database, opened and migrated at start: by default one SQLite file (WAL)
+ * under DATA_DIR, held by one process; with DATABASE_URL, a schema of its own in PostgreSQL,
+ * shared by every instance of the service. Queries go through Kysely, so the handlers and stores
+ * are the same on both; what differs between the two stays in this module.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,14 +12,20 @@ import {
   CompiledQuery,
   type Generated,
   Kysely,
+  PostgresAdapter,
+  PostgresDialect,
+  type QueryExecutorProvider,
   type QueryResult,
+  type RawBuilder,
   type SqliteDatabase,
   SqliteDialect,
   sql,
   type Transaction,
 } from 'kysely';
 import { type Migration, Migrator } from 'kysely/migration';
-import { ConfigError } from './config.ts';
+import pg from 'pg';
+import { type Config, ConfigError, redactUrl } from './config.ts';
+import type { Logger } from './logger.ts';
 
 /** The runner's own tables, present in every service's database. */
 export interface RunnerTables {
@@ -45,6 +53,23 @@ export const runnerDb = <T>(db: Db<T>): Kysely<RunnerTables> => db as unknown as
 export const runnerTx = <T>(trx: Tx<T>): Transaction<RunnerTables> =>
   trx as unknown as Transaction<RunnerTables>;
 
+/** Whether the database is PostgreSQL (else SQLite): for the few statements that differ. */
+export const isPostgres = (db: QueryExecutorProvider): boolean =>
+  db.getExecutor().adapter instanceof PostgresAdapter;
+
+/**
+ * The end of a CREATE TABLE keyed by its primary key: in SQLite, stored in that key's b-tree
+ * alone (one write per row instead of table + index); PostgreSQL has no such option.
+ */
+export const keyedTable = (db: QueryExecutorProvider): RawBuilder<unknown> =>
+  isPostgres(db) ? sql`` : sql`without rowid`;
+
+/**
+ * The type of a `seq` primary key that numbers rows as they are inserted. SQLite's rowid (no
+ * AUTOINCREMENT, whose bookkeeping is one more page per commit); PostgreSQL's sequence.
+ */
+export const serialKey = (db: QueryExecutorProvider) => (isPostgres(db) ? 'bigserial' : 'integer');
+
 const runnerMigration: Migration = {
   async up(db) {
     await db.schema
@@ -53,15 +78,12 @@ const runnerMigration: Migration = {
       .addColumn('consumer', 'text', (c) => c.notNull())
       .addColumn('handled_at', 'text', (c) => c.notNull())
       .addPrimaryKeyConstraint('inbox_pk', ['message_id', 'consumer'])
-      // Keyed by its primary key alone: one b-tree to write per message instead of table + index.
-      .modifyEnd(sql`without rowid`)
+      .modifyEnd(keyedTable(db))
       .execute();
     await db.schema.createIndex('inbox_handled_at').on('inbox').column('handled_at').execute();
     await db.schema
       .createTable('outbox')
-      // The rowid: new rows always come after every row still there (no AUTOINCREMENT, whose
-      // bookkeeping is one more page to write per commit).
-      .addColumn('seq', 'integer', (c) => c.primaryKey())
+      .addColumn('seq', serialKey(db), (c) => c.primaryKey())
       .addColumn('id', 'text', (c) => c.notNull())
       .addColumn('routing_key', 'text', (c) => c.notNull())
       .addColumn('body', 'text', (c) => c.notNull())
@@ -161,8 +183,20 @@ export async function openDatabase<T>(
   const db = new Kysely<T & RunnerTables>({
     dialect: new SqliteDialect({ database: withStatementCache(sqlite) }),
   });
+  await migrate(db, file, migrations);
+  return db;
+}
+
+/** The runner's and the service's migrations, applied; a failure closes the database and says where. */
+async function migrate<T>(
+  db: Db<T>,
+  where: string,
+  migrations: Record<string, Migration>,
+  migrationTableSchema?: string,
+): Promise<void> {
   const migrator = new Migrator({
     db,
+    ...(migrationTableSchema ? { migrationTableSchema } : {}),
     provider: {
       getMigrations: async () => ({
         '0000_runner': runnerMigration,
@@ -178,9 +212,190 @@ export async function openDatabase<T>(
   if (error) {
     await db.destroy();
     const failed = results?.find((r) => r.status === 'Error')?.migrationName;
-    throw new Error(`Migrating ${file} failed${failed ? ` at ${failed}` : ''}: ${String(error)}`);
+    throw new Error(`Migrating ${where} failed${failed ? ` at ${failed}` : ''}: ${String(error)}`);
   }
+}
+
+/** The schema of a service in a shared PostgreSQL database: `order_creation`, `inventory`, … */
+export const schemaOf = (name: string): string => name.replaceAll('-', '_');
+
+/** PostgreSQL could not be reached at start: said once, the service exits non-zero. */
+export class DatabaseUnreachableError extends Error {
+  constructor(url: string, cause: unknown, ms: number) {
+    super(
+      `cannot reach PostgreSQL at ${redactUrl(url)} (tried for ${ms} ms): ${(cause as Error).message ?? String(cause)}`,
+    );
+    this.name = 'DatabaseUnreachableError';
+  }
+}
+
+// bigint (a bigserial, a count) arrives as a string by default; every one here fits a double.
+pg.types.setTypeParser(pg.types.builtins.INT8, Number);
+
+/**
+ * Opens the service's schema in the PostgreSQL database at `url` (creating it if needed) and
+ * applies the migrations. Several instances may start at once: the migrator holds an advisory
+ * lock while it works, so one migrates and the others find the work done. Connections set the
+ * schema as their search_path: the service sees its own tables only.
+ */
+export async function openPostgres<T>(
+  url: string,
+  name: string,
+  migrations: Record<string, Migration>,
+  options: { log?: Logger; connectTimeoutMs?: number } = {},
+): Promise<Db<T>> {
+  const schema = schemaOf(name);
+  const started = Date.now();
+  const timeout = options.connectTimeoutMs ?? 0;
+  for (;;) {
+    const probe = new pg.Client({ connectionString: url });
+    try {
+      await probe.connect();
+      // Two instances creating the schema at once: one wins, the other finds it there.
+      await probe.query(`create schema if not exists ${schema}`).catch((error) => {
+        if (!['23505', '42P06'].includes(error.code)) throw error;
+      });
+      break;
+    } catch (error) {
+      if (!unavailable(error) || Date.now() - started >= timeout) {
+        throw unavailable(error) ? new DatabaseUnreachableError(url, error, Date.now() - started) : error;
+      }
+      options.log?.warn({ err: (error as Error).message }, 'PostgreSQL unreachable, retrying');
+      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      await probe.end().catch(() => {});
+    }
+  }
+  const pool = new pg.Pool({ connectionString: url, max: 10, options: `-c search_path=${schema}` });
+  // A connection the server closed (a restart) is dropped from the pool; the next query opens another.
+  pool.on('error', (error) => options.log?.warn({ err: error.message }, 'PostgreSQL connection lost'));
+  const db = new Kysely<T & RunnerTables>({ dialect: new PostgresDialect({ pool }) });
+  postgresUrls.set(db, url);
+  await migrate(db, `schema ${schema} of ${redactUrl(url)}`, migrations, schema);
   return db;
+}
+
+const postgresUrls = new WeakMap<object, string>();
+
+/**
+ * Runs `task` unless another instance of the service is running the task of this name, and says
+ * whether it ran. On PostgreSQL, a session advisory lock on a connection held for the run: an
+ * instance that dies lets go of it with its connection. SQLite has one instance: it always runs.
+ */
+export async function exclusively<DB, R>(
+  db: Kysely<DB>,
+  name: string,
+  task: () => Promise<R>,
+): Promise<{ ran: true; value: R } | { ran: false }> {
+  if (!isPostgres(db)) return { ran: true, value: await task() };
+  return db.connection().execute(async (connection) => {
+    const key = sql`hashtext(current_schema() || ':' || ${name})`;
+    const { rows } = await sql<{ got: boolean }>`select pg_try_advisory_lock(${key}) as got`.execute(
+      connection,
+    );
+    if (!rows[0]?.got) return { ran: false } as const;
+    try {
+      return { ran: true, value: await task() } as const;
+    } finally {
+      await sql`select pg_advisory_unlock(${key})`.execute(connection).catch(() => {});
+    }
+  });
+}
+
+/** Tells every instance listening on `channel` once the transaction commits (PostgreSQL); SQLite has no others. */
+export async function notify(trx: QueryExecutorProvider, channel: string, payload: string): Promise<void> {
+  if (isPostgres(trx)) await sql`select pg_notify(${channel}, ${payload})`.execute(trx);
+}
+
+/**
+ * Hears `notify` from every instance (PostgreSQL: LISTEN on a connection of its own, opened again
+ * when lost). On SQLite it hears nothing: there is no other instance. Returns the way to stop.
+ */
+export function listen(
+  db: QueryExecutorProvider,
+  channel: string,
+  onNotice: (payload: string) => void,
+  log?: Logger,
+): () => Promise<void> {
+  const url = postgresUrls.get(db);
+  if (!url) return async () => {};
+  let client: pg.Client | undefined;
+  let closed = false;
+  const open = async (): Promise<void> => {
+    while (!closed) {
+      const next = new pg.Client({ connectionString: url });
+      next.on('error', () => {});
+      try {
+        await next.connect();
+        next.on('notification', (n) => {
+          if (n.channel === channel) onNotice(n.payload ?? '');
+        });
+        next.on('end', () => {
+          if (!closed) setTimeout(() => void open(), 500).unref();
+        });
+        await next.query(`listen ${channel}`);
+        client = next;
+        return;
+      } catch (error) {
+        log?.warn({ err: (error as Error).message, channel }, 'cannot listen on PostgreSQL, retrying');
+        await next.end().catch(() => {});
+        await new Promise((r) => setTimeout(r, 1000).unref());
+      }
+    }
+  };
+  void open();
+  return async () => {
+    closed = true;
+    await client?.end().catch(() => {});
+  };
+}
+
+/** The service's database as the configuration says: PostgreSQL with DATABASE_URL, else SQLite. */
+export function openStore<T>(
+  config: Pick<Config, 'databaseUrl' | 'dataDir' | 'databaseConnectTimeoutMs'>,
+  name: string,
+  migrations: Record<string, Migration>,
+  log?: Logger,
+): Promise<Db<T>> {
+  return config.databaseUrl
+    ? openPostgres<T>(config.databaseUrl, name, migrations, {
+        log,
+        connectTimeoutMs: config.databaseConnectTimeoutMs,
+      })
+    : openDatabase<T>(config.dataDir, name, migrations);
+}
+
+/**
+ * What a failed transaction's error says about trying again: `conflict` (PostgreSQL aborted it
+ * for a serialization failure or a deadlock; run it again at once), `unavailable` (the database
+ * cannot be reached right now; run it again once it can), or undefined (a fault of the work).
+ */
+export function retryable(error: unknown): 'conflict' | 'unavailable' | undefined {
+  const code = (error as { code?: unknown })?.code;
+  if (code === '40001' || code === '40P01') return 'conflict';
+  return unavailable(error) ? 'unavailable' : undefined;
+}
+
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+function unavailable(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string') {
+    // Connection exceptions (08), the server shutting down or starting (57P01–57P03).
+    if (code.startsWith('08') || ['57P01', '57P02', '57P03'].includes(code)) return true;
+    if (UNAVAILABLE_CODES.has(code)) return true;
+  }
+  return (
+    typeof message === 'string' &&
+    /Connection terminated|connection timeout|Client has encountered a connection error/i.test(message)
+  );
 }
 
 /** Stands in for a named parameter while a prepared query is compiled. */
@@ -214,11 +429,15 @@ function placeholders<P>(): Params<P> {
 export function prepare<DB, P, O>(
   build: (db: Kysely<DB>, p: Params<P>) => Compilable<O>,
 ): (db: Kysely<DB>, params: P) => Promise<QueryResult<O>> {
-  let compiled: { sql: string; slots: readonly unknown[] } | undefined;
+  // One per dialect: the SQL differs (`?` or `$1`), the parameters' order does not.
+  const compiledFor = new Map<unknown, { sql: string; slots: readonly unknown[] }>();
   return (db, params) => {
+    const dialect = db.getExecutor().adapter.constructor;
+    let compiled = compiledFor.get(dialect);
     if (!compiled) {
       const { sql, parameters } = build(db, placeholders<P>()).compile();
       compiled = { sql, slots: parameters };
+      compiledFor.set(dialect, compiled);
     }
     const values = compiled.slots.map((slot) =>
       slot instanceof Placeholder ? params[slot.name as keyof P] : slot,

@@ -1,10 +1,16 @@
 /**
- * Group commit: the database's one writer. Work waiting to be written (deliveries, HTTP requests,
+ * Group commit: the instance's one writer. Work waiting to be written (deliveries, HTTP requests,
  * timers alike) runs a burst at a time in one transaction: one commit instead of one per unit,
  * the main cost under load. A unit's failure never touches another unit's outcome: if anything in
  * a burst fails, the burst rolls back and each of its units runs again alone.
+ *
+ * On PostgreSQL other instances write at the same time. Each burst is SERIALIZABLE: the handlers,
+ * written as if they were alone, stay right (no oversold stock, no lost update), and the database
+ * aborts whichever transaction would break that. Such an abort, or a deadlock, is not the work's
+ * fault: the burst runs again at once. A database that cannot be reached (a restart) is waited
+ * for, the deliveries held unacknowledged, rather than spending their retries.
  */
-import type { Db, Tx } from './db.ts';
+import { type Db, isPostgres, retryable, type Tx } from './db.ts';
 import type { SagaEvent } from './events.ts';
 
 /** One unit of work for the writer, applied in the transaction of the burst it falls in. */
@@ -19,6 +25,12 @@ export interface Unit<T> {
 
 /** Most units in one transaction (the prefetch bounds how many deliveries are waiting). */
 const BURST = 64;
+/** Runs of a burst that PostgreSQL aborted (serialization failure, deadlock) before it is split. */
+const CONFLICT_RUNS = 3;
+/** Runs of a lone unit so aborted before it counts as failed (then retried from the queues). */
+const LONE_CONFLICT_RUNS = 20;
+/** How long a burst waits for a database that cannot be reached before it counts as failed. */
+const UNAVAILABLE_WAIT_MS = 60_000;
 
 /** Runs units a burst at a time, one transaction each burst, one burst at a time. */
 export class GroupCommit<T, U extends Unit<T> = Unit<T>> {
@@ -27,11 +39,13 @@ export class GroupCommit<T, U extends Unit<T> = Unit<T>> {
   private readonly db: Db<T>;
 
   private readonly onCommit: (burst: readonly U[], events: SagaEvent[]) => void;
+  private readonly serializable: boolean;
 
   /** `onCommit` hears of each committed burst, with every event its units wrote, before its units do. */
   constructor(db: Db<T>, onCommit: (burst: readonly U[], events: SagaEvent[]) => void) {
     this.db = db;
     this.onCommit = onCommit;
+    this.serializable = isPostgres(db);
   }
 
   /** Runs the unit in the next burst: at once if the writer is idle, else right after the current burst. */
@@ -57,24 +71,39 @@ export class GroupCommit<T, U extends Unit<T> = Unit<T>> {
 
   private async runBurst(burst: U[]): Promise<void> {
     let outcomes: (SagaEvent[] | undefined)[];
-    try {
-      outcomes = await this.db.transaction().execute(async (trx) => {
-        const out: (SagaEvent[] | undefined)[] = [];
-        for (const unit of burst) out.push(await unit.apply(trx));
-        return out;
-      });
-    } catch (error) {
-      if (burst.length > 1) {
-        for (const unit of burst) await this.runBurst([unit]);
+    const started = Date.now();
+    for (let run = 1; ; run++) {
+      try {
+        outcomes = await this.transaction(burst);
+        break;
+      } catch (error) {
+        const retry = retryable(error);
+        if (retry === 'conflict' && run < (burst.length > 1 ? CONFLICT_RUNS : LONE_CONFLICT_RUNS)) continue;
+        if (retry === 'unavailable' && Date.now() - started < UNAVAILABLE_WAIT_MS) {
+          await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** run)));
+          continue;
+        }
+        if (burst.length > 1) {
+          for (const unit of burst) await this.runBurst([unit]);
+          return;
+        }
+        await burst[0]?.failed(error);
         return;
       }
-      await burst[0]?.failed(error);
-      return;
     }
     this.onCommit(
       burst,
       outcomes.flatMap((events) => events ?? []),
     );
     for (const unit of burst) unit.committed();
+  }
+
+  private transaction(burst: U[]): Promise<(SagaEvent[] | undefined)[]> {
+    const begin = this.db.transaction();
+    return (this.serializable ? begin.setIsolationLevel('serializable') : begin).execute(async (trx) => {
+      const out: (SagaEvent[] | undefined)[] = [];
+      for (const unit of burst) out.push(await unit.apply(trx));
+      return out;
+    });
   }
 }

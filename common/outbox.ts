@@ -6,10 +6,10 @@
  * not wait for the broker to confirm one batch before it publishes the next: a commit's events
  * go out at once, not a confirm round trip later.
  */
-import type { Kysely, Transaction } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { Broker, OutgoingMessage } from './broker/connection.ts';
 import { contracts } from './contracts.ts';
-import { nowIso, type Params, prepare, type RunnerTables } from './db.ts';
+import { isPostgres, nowIso, type Params, prepare, type RunnerTables } from './db.ts';
 import {
   type Emit,
   NOTIFICATIONS,
@@ -117,6 +117,25 @@ const markPublished = prepare(
       .where('published_at', 'is', null),
 );
 
+/**
+ * PostgreSQL, where several instances relay one outbox: each takes a batch of unsent rows and
+ * locks them for as long as it publishes them; the others skip those and take the next. No
+ * high-water mark: a row that commits late, behind a higher seq already sent, is still unsent
+ * and found. An instance that dies lets go of its rows with its connection.
+ */
+const claimUnpublished = prepare((db: Kysely<RunnerTables>, p: Params<{ limit: number }>) =>
+  db
+    .selectFrom('outbox')
+    .select(['seq', 'id', 'routing_key', 'body', 'headers', 'created_at', 'trace_context'])
+    .where('published_at', 'is', null)
+    .orderBy('seq')
+    .limit(p('limit'))
+    .forUpdate()
+    .skipLocked(),
+);
+
+type OutboxRow = Omit<RunnerTables['outbox'], 'published_at' | 'seq'> & { seq: number };
+
 const BATCH = 256;
 /** Batches published and not yet confirmed, at most. */
 const IN_FLIGHT = 8;
@@ -138,6 +157,9 @@ export class OutboxRelay {
   /** When tracing: each publish is a producer span. */
   private readonly telemetry?: Telemetry;
 
+  /** Claim rows (PostgreSQL: other instances relay the same outbox), or follow a high-water mark (SQLite). */
+  private readonly claims: boolean;
+
   constructor(
     db: Kysely<RunnerTables>,
     broker: Broker,
@@ -146,6 +168,7 @@ export class OutboxRelay {
     telemetry?: Telemetry,
     metrics?: Pick<Metrics, 'published'>,
   ) {
+    this.claims = isPostgres(db);
     this.metrics = metrics;
     this.db = db;
     this.telemetry = telemetry?.enabled ? telemetry : undefined;
@@ -178,6 +201,7 @@ export class OutboxRelay {
    * confirmed; what the broker refused, or what a failure left unsent, goes again a second later.
    */
   private async drain(): Promise<void> {
+    if (this.claims) return this.drainClaimed();
     let from = this.sentUpTo + 1;
     try {
       for (;;) {
@@ -191,31 +215,10 @@ export class OutboxRelay {
         if (first === undefined || last === undefined) return;
         from = first;
         this.sentUpTo = last;
-        const { telemetry } = this;
-        const spans: PublishScope[] = [];
-        const messages = rows.map((row) => {
-          const message = this.toMessage(row);
-          if (telemetry) {
-            const span = telemetry.publishing(
-              message.exchange,
-              row,
-              message.options.headers ?? {},
-              message.options.correlationId,
-            );
-            message.options.headers = span.headers;
-            spans.push(span);
-          }
-          return message;
-        });
-        const confirms = await this.broker.send(messages);
-        const settled: Promise<void> = Promise.allSettled(confirms)
-          .then((answers) => {
-            for (const [i, span] of spans.entries()) {
-              const answer = answers[i];
-              span.end(answer?.status === 'rejected' ? answer.reason : undefined);
-            }
-            return this.confirmed(rows, answers);
-          })
+        // Handed over in order, batch after batch; confirmed in the background.
+        const { answers } = await this.publish(rows);
+        const settled: Promise<void> = answers
+          .then((answers) => this.confirmed(rows, answers))
           .catch((error) => this.setBack(first, error))
           .finally(() => this.confirming.delete(settled));
         this.confirming.add(settled);
@@ -224,6 +227,69 @@ export class OutboxRelay {
     } catch (error) {
       this.setBack(from, error);
     }
+  }
+
+  /**
+   * With claims (PostgreSQL): a batch at a time, each in a transaction that holds its rows from
+   * the claim until they are marked published. What the broker refused stays unsent, for the
+   * next run.
+   */
+  private async drainClaimed(): Promise<void> {
+    for (;;) {
+      if (!this.broker.ready) return;
+      const claimed = await this.db.transaction().execute(async (trx) => {
+        const { rows } = await claimUnpublished(trx, { limit: BATCH });
+        if (rows.length === 0) return 0;
+        const answers = await (await this.publish(rows)).answers;
+        const sent = rows.filter((_, i) => answers[i]?.status === 'fulfilled');
+        this.metrics?.published(sent.map((row) => row.created_at));
+        if (sent.length > 0) {
+          await sql`update outbox set published_at = ${nowIso()}
+            where seq = any(${sent.map((row) => row.seq)}::bigint[])`.execute(trx);
+        }
+        const refused = answers.find((a) => a.status === 'rejected');
+        if (refused) {
+          this.log.warn(
+            { err: (refused.reason as Error).message },
+            'outbox relay refused, retrying within 1 s',
+          );
+        }
+        return refused ? 0 : rows.length;
+      });
+      if (claimed < BATCH) return;
+    }
+  }
+
+  /**
+   * Hands the rows to the broker (each a producer span, when tracing); `answers` settles with
+   * the broker's confirm or refusal of each.
+   */
+  private async publish(rows: OutboxRow[]): Promise<{ answers: Promise<PromiseSettledResult<void>[]> }> {
+    const { telemetry } = this;
+    const spans: PublishScope[] = [];
+    const messages = rows.map((row) => {
+      const message = this.toMessage(row);
+      if (telemetry) {
+        const span = telemetry.publishing(
+          message.exchange,
+          row,
+          message.options.headers ?? {},
+          message.options.correlationId,
+        );
+        message.options.headers = span.headers;
+        spans.push(span);
+      }
+      return message;
+    });
+    const confirms = await this.broker.send(messages);
+    const answers = Promise.allSettled(confirms).then((settled) => {
+      for (const [i, span] of spans.entries()) {
+        const answer = settled[i];
+        span.end(answer?.status === 'rejected' ? answer.reason : undefined);
+      }
+      return settled;
+    });
+    return { answers };
   }
 
   /**

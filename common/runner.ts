@@ -137,7 +137,6 @@ export class Runner<T, S> {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly commits: GroupCommit<T, RunnerUnit<T>>;
   private readonly retries: RetryPolicy;
-  private pruneTimer?: NodeJS.Timeout;
   private readonly options: RunnerOptions<T, S>;
 
   constructor(options: RunnerOptions<T, S>) {
@@ -166,16 +165,10 @@ export class Runner<T, S> {
       this.inFlight.add(work);
       void work.finally(() => this.inFlight.delete(work));
     });
-    this.pruneTimer = setInterval(
-      () => void this.prune(),
-      Math.min(this.options.config.inboxRetentionMs, 3_600_000),
-    );
-    this.pruneTimer.unref();
   }
 
   /** Stops taking messages and waits (until the deadline) for the ones being handled. */
   async stop(deadline: number): Promise<boolean> {
-    clearInterval(this.pruneTimer);
     const cancelled = await within(this.options.transport.stopConsuming(), deadline);
     const drained = await within(Promise.all(this.inFlight), deadline);
     return cancelled && drained;

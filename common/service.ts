@@ -7,7 +7,15 @@ import type { Migration } from 'kysely/migration';
 import { Broker, BrokerUnreachableError, type WatchedMessage } from './broker/connection.ts';
 import { queueNames } from './broker/topology.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
-import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';
+import {
+  DatabaseUnreachableError,
+  type Db,
+  exclusively,
+  listen,
+  openStore,
+  runnerDb,
+  type Tx,
+} from './db.ts';
 import type { SagaEvent, ServiceName } from './events.ts';
 import { HttpServer } from './http.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -44,9 +52,15 @@ export interface App<T, S> {
   /**
    * Runs `task` now, then every `ms` until shutdown (see `repeat`: it can say when it is next
    * due, and be woken); a failure is logged, not fatal. Also at start: work that came due while
-   * the service was down is not left waiting.
+   * the service was down is not left waiting. One instance at a time runs the task of a `name`:
+   * while another runs it, this one skips its turn.
    */
-  every(ms: number, task: () => Promise<unknown>): Pick<Repeating, 'wake'>;
+  every(name: string, ms: number, task: () => Promise<unknown>): Pick<Repeating, 'wake'>;
+  /**
+   * Hears what any instance of the service `notify`-ed on the channel, once committed (see
+   * db.ts); this instance's own commits are heard by `onCommit` too.
+   */
+  listen(channel: string, hear: (payload: string) => void): void;
   /**
    * Called after each commit of the service's transactions, with the events it emitted and the
    * ones it handled (maybe none).
@@ -62,7 +76,7 @@ export interface App<T, S> {
 export async function startService<T, S>(definition: ServiceDefinition<T, S>, env = process.env) {
   const config = loadConfig(definition.name, env);
   const log = createLogger(definition.name, config.logLevel);
-  const db = await openDatabase<T>(config.dataDir, definition.name, definition.migrations);
+  const db = await openStore<T>(config, definition.name, definition.migrations, log);
   let databaseOpen = true;
   const broker = new Broker(
     config,
@@ -134,6 +148,19 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
 
   const timers: Repeating[] = [];
   const hooks: (() => void)[] = [];
+  const every = (name: string, ms: number, task: () => Promise<unknown>) => {
+    const timer = repeat(
+      ms,
+      async () => {
+        const run = await exclusively(db, name, task);
+        return run.ran ? run.value : undefined;
+      },
+      (error) => log.error({ err: error, task: name }, 'periodic task failed'),
+    );
+    timers.push(timer);
+    return timer;
+  };
+  const listeners: (() => Promise<void>)[] = [];
   const app: App<T, S> = {
     config,
     log,
@@ -141,11 +168,8 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     http,
     runner,
     metrics,
-    every(ms, task) {
-      const timer = repeat(ms, task, (error) => log.error({ err: error }, 'periodic task failed'));
-      timers.push(timer);
-      return timer;
-    },
+    every,
+    listen: (channel, hear) => listeners.push(listen(db, channel, hear, log)),
     onCommit: (hook) => commitHooks.push(hook),
     onShutdown: (hook) => hooks.push(hook),
     watchAll: (listener) => {
@@ -153,6 +177,8 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     },
   };
   await definition.setup?.(app);
+  // Handled message ids and published rows past the retention window.
+  every('prune', Math.min(config.inboxRetentionMs, 3_600_000), () => runner.prune());
 
   let stopping: Promise<boolean> | undefined;
   /** Drains in order: HTTP intake, timers, consumers and running handlers, outbox, broker, database. */
@@ -161,6 +187,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
       const deadline = Date.now() + config.shutdownTimeoutMs;
       log.info('shutting down');
       for (const hook of hooks) hook();
+      await Promise.all(listeners.map((stop) => stop()));
       const httpClosed = http.close(deadline);
       for (const timer of timers) timer.stop();
       const drained = await runner.stop(deadline);
@@ -207,7 +234,11 @@ export async function runService<T, S>(definition: ServiceDefinition<T, S>): Pro
       process.exit((await stop()) ? 0 : 1);
     });
   } catch (error) {
-    if (error instanceof ConfigError || error instanceof BrokerUnreachableError) {
+    if (
+      error instanceof ConfigError ||
+      error instanceof BrokerUnreachableError ||
+      error instanceof DatabaseUnreachableError
+    ) {
       console.error(`${definition.name}: ${error.message}`);
     } else if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       console.error(

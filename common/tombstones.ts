@@ -8,8 +8,8 @@
  * extend TombstoneTables; one of its migrations calls `createTombstones`) and `tombstones(trx)`
  * in its store. The step asks `has` before anything else; the compensation calls `leave`.
  */
-import { type Kysely, sql } from 'kysely';
-import { nowIso, type Params, prepare, type Tx } from './db.ts';
+import type { Kysely } from 'kysely';
+import { keyedTable, nowIso, type Params, prepare, type Tx } from './db.ts';
 
 export interface TombstoneTables {
   tombstones: {
@@ -27,8 +27,7 @@ export async function createTombstones(db: Kysely<unknown>): Promise<void> {
     .addColumn('order_id', 'text', (c) => c.primaryKey())
     .addColumn('reason', 'text')
     .addColumn('left_at', 'text', (c) => c.notNull())
-    // Looked up by its key on every step of every order: one b-tree, not a table and an index.
-    .modifyEnd(sql`without rowid`)
+    .modifyEnd(keyedTable(db))
     .execute();
 }
 

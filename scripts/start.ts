@@ -56,7 +56,8 @@ function listenError(host: string, port: number): Promise<string | undefined> {
 
 /** What stops a service from starting that is known before it starts: its database or port held elsewhere. */
 async function heldElsewhere(): Promise<string | undefined> {
-  for (const service of SERVICES) {
+  // PostgreSQL is shared by every instance: nothing to hold.
+  for (const service of config.databaseUrl ? [] : SERVICES) {
     try {
       assertDatabaseFree(config.dataDir, service);
     } catch (error) {
@@ -90,8 +91,13 @@ function format(service: ServiceName, record: Record<string, unknown>): string {
 }
 
 const dataDir = relative(process.cwd(), config.dataDir);
+const data = config.databaseUrl
+  ? redactUrl(config.databaseUrl)
+  : dataDir.startsWith('..') || !dataDir
+    ? config.dataDir
+    : `./${dataDir}`;
 console.log(
-  `Starting the order saga: exchange ${config.exchange}, data in ${dataDir.startsWith('..') || !dataDir ? config.dataDir : `./${dataDir}`}, broker ${redactUrl(config.amqpUrls.join(','))}`,
+  `Starting the order saga: exchange ${config.exchange}, data in ${data}, broker ${redactUrl(config.amqpUrls.join(','))}`,
 );
 
 const children = new Map<ServiceName, ChildProcess>();

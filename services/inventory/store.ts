@@ -1,7 +1,7 @@
 /** Inventory's tables: stock per SKU, the orders it has seen, reservations, backorders and tombstones. */
 import { type Generated, sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
-import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
+import { type Db, keyedTable, nowIso, type Params, prepare, serialKey, type Tx } from '../../common/db.ts';
 import { DEMO_CATALOG } from '../../common/demo-catalog.ts';
 import type { EventData, SagaContext } from '../../common/events.ts';
 import { readContext, type StoredContext, storeContext } from '../../common/saga-context.ts';
@@ -55,7 +55,7 @@ export const migrations: Record<string, Migration> = {
         .addColumn('replenished', 'integer', (c) => c.notNull().defaultTo(0))
         .addColumn('dispatched', 'integer', (c) => c.notNull().defaultTo(0))
         .addCheckConstraint('never_oversold', sql`reserved >= 0 and on_hand >= reserved`)
-        .modifyEnd(sql`without rowid`)
+        .modifyEnd(keyedTable(db))
         .execute();
       await db.schema
         .createTable('orders')
@@ -63,8 +63,7 @@ export const migrations: Record<string, Migration> = {
         .addColumn('status', 'text', (c) => c.notNull())
         .addColumn('shipping_address', 'text')
         .addColumn('updated_at', 'text', (c) => c.notNull())
-        // Keyed tables live in their primary key's b-tree: one write per row, not a table and an index.
-        .modifyEnd(sql`without rowid`)
+        .modifyEnd(keyedTable(db))
         .execute();
       await db.schema
         .createTable('reservations')
@@ -73,12 +72,11 @@ export const migrations: Record<string, Migration> = {
         .addColumn('requested', 'integer', (c) => c.notNull())
         .addColumn('quantity', 'integer', (c) => c.notNull())
         .addPrimaryKeyConstraint('reservations_pk', ['order_id', 'sku'])
-        .modifyEnd(sql`without rowid`)
+        .modifyEnd(keyedTable(db))
         .execute();
       await db.schema
         .createTable('backorders')
-        // The rowid: a new backorder always comes after every one still waiting.
-        .addColumn('seq', 'integer', (c) => c.primaryKey())
+        .addColumn('seq', serialKey(db), (c) => c.primaryKey())
         .addColumn('order_id', 'text', (c) => c.notNull())
         .addColumn('sku', 'text', (c) => c.notNull())
         .addColumn('missing', 'integer', (c) => c.notNull())
@@ -348,6 +346,8 @@ export async function seedCatalog(db: Db<InventoryTables>): Promise<number> {
         dispatched: 0,
       })),
     )
+    // Two instances starting at once on one database: the second finds the catalog there.
+    .onConflict((oc) => oc.column('sku').doNothing())
     .execute();
   return DEMO_CATALOG.length;
 }

@@ -16,6 +16,7 @@ import { handlers } from './handlers.ts';
 import { addRoutes, cancelOrder, OrderWatch, placeOrder } from './routes.ts';
 import {
   migrations,
+  ORDER_CHANGED,
   type OrderStore,
   type OrderTables,
   orderStore,
@@ -32,7 +33,7 @@ await runService<OrderTables, OrderStore>({
   store: orderStore,
   // Its own events enter the timeline in the transaction that emits them.
   onEmitted: (trx, events) => orderStore(trx).record(events),
-  setup({ db, http, runner, config, log, metrics, every, onCommit, onShutdown, watchAll }) {
+  setup({ db, http, runner, config, log, metrics, every, listen, onCommit, onShutdown, watchAll }) {
     addRoutes(http, { db, runner, config, watch });
     metrics?.countOrders(() => ordersInFlight(db));
     // Every saga event, seen by a light subscriber of this instance's own, for the dashboard.
@@ -58,9 +59,11 @@ await runService<OrderTables, OrderStore>({
       for (const event of handled)
         if (event.orderId && isCompensation(event.type)) watch.notify(event.orderId);
     });
+    // An order another instance changed (PostgreSQL): its readers look again too.
+    listen(ORDER_CHANGED, (id) => watch.notify(id));
     onShutdown(() => watch.close());
     // The deadline is stored with the order, so it survives a restart of this service.
-    every(Math.min(1000, config.sagaDeadlineMs), async () => {
+    every('deadline sweep', Math.min(1000, config.sagaDeadlineMs), async () => {
       for (const id of await overdueOrders(db)) await cancelOrder(runner, id, 'DEADLINE_EXCEEDED');
     });
   },

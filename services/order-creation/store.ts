@@ -1,7 +1,17 @@
 /** order-creation's tables: orders with their status, and the timeline of every saga event about them. */
 import { type Generated, sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
-import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
+import {
+  type Db,
+  isPostgres,
+  keyedTable,
+  notify,
+  nowIso,
+  type Params,
+  prepare,
+  serialKey,
+  type Tx,
+} from '../../common/db.ts';
 import { EMITTED_BY, type SagaEvent } from '../../common/events.ts';
 import type { components } from '../../common/generated/api.ts';
 import type { StoredContext } from '../../common/saga-context.ts';
@@ -59,8 +69,7 @@ export const migrations: Record<string, Migration> = {
         .addColumn('created_at', 'text', (c) => c.notNull())
         .addColumn('updated_at', 'text', (c) => c.notNull())
         .addColumn('deadline_at', 'text', (c) => c.notNull())
-        // Stored in its primary key's b-tree: one write per new order, not a table and an index.
-        .modifyEnd(sql`without rowid`)
+        .modifyEnd(keyedTable(db))
         .execute();
       await db.schema.createIndex('orders_page').on('orders').columns(['created_at', 'id']).execute();
       // Also finds the overdue orders: only open ones are looked at, and few are open at a time.
@@ -71,7 +80,7 @@ export const migrations: Record<string, Migration> = {
         .execute();
       await db.schema
         .createTable('timeline')
-        .addColumn('seq', 'integer', (c) => c.primaryKey())
+        .addColumn('seq', serialKey(db), (c) => c.primaryKey())
         .addColumn('order_id', 'text', (c) => c.notNull())
         .addColumn('event_id', 'text', (c) => c.notNull().unique())
         .addColumn('type', 'text', (c) => c.notNull())
@@ -95,9 +104,11 @@ export const migrations: Record<string, Migration> = {
         .addColumn('context', 'text', (c) => c.notNull().defaultTo('{}'))
         .execute();
       // json_patch drops the members that are null: absent fields stay out, as storeContext does.
-      await sql`update orders set context = json_patch('{}', json_object('orderId', id, 'traceparent', traceparent, 'failAt', fail_at))`.execute(
-        db,
-      );
+      // (Databases from before this migration are SQLite files: PostgreSQL came later.)
+      if (!isPostgres(db))
+        await sql`update orders set context = json_patch('{}', json_object('orderId', id, 'traceparent', traceparent, 'failAt', fail_at))`.execute(
+          db,
+        );
       await db.schema.alterTable('orders').dropColumn('traceparent').execute();
       await db.schema.alterTable('orders').dropColumn('fail_at').execute();
     },
@@ -118,6 +129,9 @@ export const migrations: Record<string, Migration> = {
 };
 
 type OrderRow = OrderTables['orders'];
+
+/** Where an instance that changed an order tells the others (their `?wait` readers look again). */
+export const ORDER_CHANGED = 'order_changed';
 
 function toSummary(row: OrderRow): OrderSummary {
   return {
@@ -233,6 +247,7 @@ export function orderStore(trx: Tx<OrderTables>) {
         owed: change.owed ? JSON.stringify(change.owed) : null,
         settled_at: change.settled ? now : null,
       });
+      await notify(trx, ORDER_CHANGED, id);
     },
 
     /** Adds the event to its order's timeline; an event already there (redelivered, or our own) is skipped. */

@@ -4,7 +4,7 @@
  */
 import { sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
-import { type Db, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
+import { type Db, keyedTable, nowIso, type Params, prepare, type Tx } from '../../common/db.ts';
 import { createTombstones, type TombstoneTables, tombstones } from '../../common/tombstones.ts';
 
 /**
@@ -39,8 +39,7 @@ export const migrations: Record<string, Migration> = {
         .addColumn('country', 'text')
         .addColumn('detail', 'text')
         .addColumn('created_at', 'text', (c) => c.notNull())
-        // Stored in its primary key's b-tree: one write per row, not a table and an index.
-        .modifyEnd(sql`without rowid`)
+        .modifyEnd(keyedTable(db))
         .execute();
     },
   },
