@@ -128,7 +128,13 @@ export class System {
       ...options.env,
     };
     const system = new System(exchange, dataDir, instancePorts, env, { ...options, store, databaseUrl });
-    await Promise.all(system.instances.map((i) => system.startService(i)));
+    const starts = await Promise.allSettled(system.instances.map((i) => system.startService(i)));
+    const failed = starts.find((start) => start.status === 'rejected');
+    if (failed) {
+      // The ones that did start would outlive the test, each holding a core's share.
+      await system.destroy();
+      throw failed.reason;
+    }
     return system;
   }
 
