@@ -5,9 +5,9 @@
  * Server-Sent Events stream, and can be left out of the document on purpose.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import restify, { type Request, type Response } from 'restify';
-import swaggerUi from 'swagger-ui-dist';
 import type { Config } from './config.ts';
 import { contracts, type FieldError, type Validator } from './contracts.ts';
 import { AppError, ValidationError } from './errors.ts';
@@ -387,7 +387,9 @@ export class HttpServer {
 
   /** Serves the bundled document (servers pointed at this host's configured ports) and Swagger UI. */
   serveDocs(): void {
-    const assets = swaggerUi.getAbsoluteFSPath();
+    // The package's folder, found without loading its entry point: that would parse both of
+    // Swagger UI's browser bundles (2 MB) in every service at start, to serve them as files.
+    const assets = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
     this.route('get', '/openapi.json', ({ raw }) => ({ status: 200, body: this.documentFor(raw) }));
     this.route('get', '/docs', () => ({
       status: 200,
