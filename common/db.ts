@@ -267,8 +267,14 @@ export async function openPostgres<T>(
     }
   }
   const pool = new pg.Pool({ connectionString: url, max: 10, options: `-c search_path=${schema}` });
-  // A connection the server closed (a restart) is dropped from the pool; the next query opens another.
-  pool.on('error', (error) => options.log?.warn({ err: error.message }, 'PostgreSQL connection lost'));
+  // A connection the server closed (a restart, a cut) fails the work on it and is dropped from the
+  // pool; the next query opens another. The pool hears the errors of its idle connections only:
+  // one lost while lent (a transaction awaiting a broker's confirm, a periodic task's lock)
+  // would, unheard, end the process.
+  pool.on('connect', (client) =>
+    client.on('error', (error) => options.log?.warn({ err: error.message }, 'PostgreSQL connection lost')),
+  );
+  pool.on('error', () => {}); // heard by the connection's own listener
   const db = new Kysely<T & RunnerTables>({ dialect: new PostgresDialect({ pool }) });
   postgresUrls.set(db, url);
   await migrate(db, `schema ${schema} of ${redactUrl(url)}`, migrations, schema);
