@@ -24,7 +24,7 @@ import {
 } from 'kysely';
 import { type Migration, Migrator } from 'kysely/migration';
 import pg from 'pg';
-import { type Config, ConfigError, redactUrl } from './config.ts';
+import { type Config, ConfigError, redactPassword } from './config.ts';
 import type { Logger } from './logger.ts';
 
 /** The runner's own tables, present in every service's database. */
@@ -223,7 +223,7 @@ export const schemaOf = (name: string): string => name.replaceAll('-', '_');
 export class DatabaseUnreachableError extends Error {
   constructor(url: string, cause: unknown, ms: number) {
     super(
-      `cannot reach PostgreSQL at ${redactUrl(url)} (tried for ${ms} ms): ${(cause as Error).message ?? String(cause)}`,
+      `cannot reach PostgreSQL at ${redactPassword(url)} (tried for ${ms} ms): ${(cause as Error).message ?? String(cause)}`,
     );
     this.name = 'DatabaseUnreachableError';
   }
@@ -277,7 +277,7 @@ export async function openPostgres<T>(
   pool.on('error', () => {}); // heard by the connection's own listener
   const db = new Kysely<T & RunnerTables>({ dialect: new PostgresDialect({ pool }) });
   postgresUrls.set(db, url);
-  await migrate(db, `schema ${schema} of ${redactUrl(url)}`, migrations, schema);
+  await migrate(db, `schema ${schema} of ${redactPassword(url)}`, migrations, schema);
   return db;
 }
 
