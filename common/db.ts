@@ -258,7 +258,14 @@ export async function openPostgres<T>(
       break;
     } catch (error) {
       if (!unavailable(error) || Date.now() - started >= timeout) {
-        throw unavailable(error) ? new DatabaseUnreachableError(url, error, Date.now() - started) : error;
+        if (unavailable(error)) throw new DatabaseUnreachableError(url, error, Date.now() - started);
+        // The server answered no (no such database or role, a wrong password, no right to create
+        // the schema): the configuration's to fix, and no retry will.
+        if (error instanceof pg.DatabaseError)
+          throw new ConfigError([
+            `DATABASE_URL="${redactPassword(url)}": PostgreSQL refused it: ${error.message}`,
+          ]);
+        throw error;
       }
       options.log?.warn({ err: (error as Error).message }, 'PostgreSQL unreachable, retrying');
       await new Promise((r) => setTimeout(r, 500));
