@@ -300,7 +300,7 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
   const databaseUrl = raw('DATABASE_URL');
   if (databaseUrl) {
     const problem = databaseUrlProblem(databaseUrl);
-    if (problem) problems.push(`DATABASE_URL="${redactUrl(databaseUrl)}" ${problem}`);
+    if (problem) problems.push(`DATABASE_URL="${redactPassword(databaseUrl)}" ${problem}`);
   }
   const exchange = raw('SAGA_EXCHANGE');
   if (!/^[\w.-]{1,200}$/.test(exchange))
@@ -380,6 +380,17 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
 /** Every password in the text hidden (a URL, a comma-separated list of them, a message naming them). */
 export function redactUrl(text: string): string {
   return text.replace(/\/\/([^:/@,\s]+):([^@,\s]*)@/g, '//$1:***@');
+}
+
+/**
+ * One URL with its password hidden, whatever characters the password holds (a space, a comma,
+ * an '@'): from the ':' after the user to the last '@', where a URL's parser ends it too.
+ */
+export function redactPassword(url: string): string {
+  const at = url.lastIndexOf('@');
+  const scheme = url.indexOf('://');
+  const colon = url.indexOf(':', scheme === -1 ? 0 : scheme + 3);
+  return colon === -1 || colon > at ? url : `${url.slice(0, colon + 1)}***${url.slice(at)}`;
 }
 
 /** What is wrong with one broker URL, or undefined: caught at start, not retried as a broker that is down. */

@@ -24,7 +24,7 @@ import {
 } from 'kysely';
 import { type Migration, Migrator } from 'kysely/migration';
 import pg from 'pg';
-import { type Config, ConfigError, redactUrl } from './config.ts';
+import { type Config, ConfigError, redactPassword } from './config.ts';
 import type { Logger } from './logger.ts';
 
 /** The runner's own tables, present in every service's database. */
@@ -223,7 +223,7 @@ export const schemaOf = (name: string): string => name.replaceAll('-', '_');
 export class DatabaseUnreachableError extends Error {
   constructor(url: string, cause: unknown, ms: number) {
     super(
-      `cannot reach PostgreSQL at ${redactUrl(url)} (tried for ${ms} ms): ${(cause as Error).message ?? String(cause)}`,
+      `cannot reach PostgreSQL at ${redactPassword(url)} (tried for ${ms} ms): ${(cause as Error).message ?? String(cause)}`,
     );
     this.name = 'DatabaseUnreachableError';
   }
@@ -258,7 +258,14 @@ export async function openPostgres<T>(
       break;
     } catch (error) {
       if (!unavailable(error) || Date.now() - started >= timeout) {
-        throw unavailable(error) ? new DatabaseUnreachableError(url, error, Date.now() - started) : error;
+        if (unavailable(error)) throw new DatabaseUnreachableError(url, error, Date.now() - started);
+        // The server answered no (no such database or role, a wrong password, no right to create
+        // the schema): the configuration's to fix, and no retry will.
+        if (error instanceof pg.DatabaseError)
+          throw new ConfigError([
+            `DATABASE_URL="${redactPassword(url)}": PostgreSQL refused it: ${error.message}`,
+          ]);
+        throw error;
       }
       options.log?.warn({ err: (error as Error).message }, 'PostgreSQL unreachable, retrying');
       await new Promise((r) => setTimeout(r, 500));
@@ -267,11 +274,17 @@ export async function openPostgres<T>(
     }
   }
   const pool = new pg.Pool({ connectionString: url, max: 10, options: `-c search_path=${schema}` });
-  // A connection the server closed (a restart) is dropped from the pool; the next query opens another.
-  pool.on('error', (error) => options.log?.warn({ err: error.message }, 'PostgreSQL connection lost'));
+  // A connection the server closed (a restart, a cut) fails the work on it and is dropped from the
+  // pool; the next query opens another. The pool hears the errors of its idle connections only:
+  // one lost while lent (a transaction awaiting a broker's confirm, a periodic task's lock)
+  // would, unheard, end the process.
+  pool.on('connect', (client) =>
+    client.on('error', (error) => options.log?.warn({ err: error.message }, 'PostgreSQL connection lost')),
+  );
+  pool.on('error', () => {}); // heard by the connection's own listener
   const db = new Kysely<T & RunnerTables>({ dialect: new PostgresDialect({ pool }) });
   postgresUrls.set(db, url);
-  await migrate(db, `schema ${schema} of ${redactUrl(url)}`, migrations, schema);
+  await migrate(db, `schema ${schema} of ${redactPassword(url)}`, migrations, schema);
   return db;
 }
 

@@ -10,7 +10,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { relative } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ConfigError, loadConfig, PORT_KEYS, redactUrl } from '../common/config.ts';
+import { ConfigError, loadConfig, PORT_KEYS, redactPassword, redactUrl } from '../common/config.ts';
 import { assertDatabaseFree } from '../common/db.ts';
 import { SERVICES, type ServiceName } from '../common/events.ts';
 
@@ -92,7 +92,7 @@ function format(service: ServiceName, record: Record<string, unknown>): string {
 
 const dataDir = relative(process.cwd(), config.dataDir);
 const data = config.databaseUrl
-  ? redactUrl(config.databaseUrl)
+  ? redactPassword(config.databaseUrl)
   : dataDir.startsWith('..') || !dataDir
     ? config.dataDir
     : `./${dataDir}`;

@@ -247,7 +247,7 @@ export class System {
 }
 
 /** Makes a database of the test's own on the server; returns its URL. */
-async function createDatabase(server: string, name: string): Promise<string> {
+export async function createDatabase(server: string, name: string): Promise<string> {
   const client = new pg.Client({ connectionString: server });
   await client.connect();
   try {
@@ -260,7 +260,8 @@ async function createDatabase(server: string, name: string): Promise<string> {
   return url.toString();
 }
 
-async function dropDatabase(databaseUrl: string): Promise<void> {
+/** Drops the database, closing whatever connections it still has. */
+export async function dropDatabase(databaseUrl: string): Promise<void> {
   const url = new URL(databaseUrl);
   const name = url.pathname.slice(1);
   url.pathname = '/postgres';

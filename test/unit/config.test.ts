@@ -1,6 +1,7 @@
 /** The configuration accepts what its messages say it accepts, and nothing else. */
 import { describe, expect, it } from 'vitest';
 import { CONFIG_KEYS, ConfigError, type ConfigKey, loadConfig, redactUrl } from '../../common/config.ts';
+import { DatabaseUnreachableError } from '../../common/db.ts';
 
 const BOOLEAN_KEYS = (Object.keys(CONFIG_KEYS) as ConfigKey[]).filter(
   (key) => CONFIG_KEYS[key].kind === 'bool',
@@ -69,6 +70,40 @@ describe('AMQP_URL', () => {
     expect(problems[0]).toContain(`AMQP_URL has "${named}"`);
     expect(problems[0]).not.toContain('s3cret');
   });
+});
+
+describe('DATABASE_URL', () => {
+  const NOT_A_URL = 'is not a URL (postgres://user:password@host:5432/database)';
+  it.each([
+    ['postgres://saga:s3cret@db:99999/saga', 'postgres://saga:***@db:99999/saga', NOT_A_URL],
+    ['postgres://saga:s3cret@/saga', 'postgres://saga:***@/saga', NOT_A_URL],
+    ['mysql://saga:s3cret@db/saga', 'mysql://saga:***@db/saga', 'must be a postgres:// or postgresql:// URL'],
+    ['saga:s3cret@db/saga', 'saga:***@db/saga', 'must be a postgres:// or postgresql:// URL'],
+    // A password of any characters, even those that end a URL of a list.
+    ['postgres://saga:s3 cret@db:99999/saga', 'postgres://saga:***@db:99999/saga', NOT_A_URL],
+    ['postgres://saga:s3,cret@db:99999/saga', 'postgres://saga:***@db:99999/saga', NOT_A_URL],
+    ['postgres://saga:s3@cret@db:99999/saga', 'postgres://saga:***@db:99999/saga', NOT_A_URL],
+  ])('refuses %s at start, naming it without its password', (value, named, problem) => {
+    expect(problemsWith({ DATABASE_URL: value })).toEqual([`DATABASE_URL="${named}" ${problem}`]);
+  });
+
+  it('accepts a postgres:// or postgresql:// URL; empty means SQLite', () => {
+    expect(loadConfig('inventory', { DATABASE_URL: 'postgresql://saga:s3cret@db/saga' }).databaseUrl).toBe(
+      'postgresql://saga:s3cret@db/saga',
+    );
+    expect(loadConfig('inventory', { DATABASE_URL: '' }).databaseUrl).toBeUndefined();
+  });
+
+  it.each(['s3cret', 's3 cret', 's3,cret', 's3@cret'])(
+    'is named without its password (%s) when the database cannot be reached',
+    (password) => {
+      const url = `postgres://saga:${password}@db:5432/saga`;
+      const { message } = new DatabaseUnreachableError(url, new Error('connect ECONNREFUSED'), 1000);
+      expect(message).toBe(
+        'cannot reach PostgreSQL at postgres://saga:***@db:5432/saga (tried for 1000 ms): connect ECONNREFUSED',
+      );
+    },
+  );
 });
 
 describe('redactUrl', () => {
