@@ -85,7 +85,14 @@ export class System {
       ...options.env,
     };
     const system = new System(exchange, dataDir, ports, env, options);
-    await Promise.all(SERVICES.map((s) => system.startService(s)));
+    const started = await Promise.allSettled(SERVICES.map((s) => system.startService(s)));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      // The caller never gets the system to stop: the services that did start must not outlive it.
+      await system.stop('SIGKILL');
+      rmSync(dataDir, { recursive: true, force: true });
+      throw failed.reason;
+    }
     return system;
   }
 
