@@ -2,7 +2,7 @@
  * The service's connection to the broker: connect (with bounded retries at start, unbounded
  * reconnection after), declare the topology, publish with confirms and `mandatory`, consume with
  * manual ack. After a reconnect it declares the topology again, opens fresh channels and resumes
- * consuming.
+ * consuming; after a nack it publishes on a new channel.
  */
 import { EventEmitter, once } from 'node:events';
 import type { Socket } from 'node:net';
@@ -50,6 +50,9 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
   private listener?: (delivery: Delivery) => void;
   private watcher?: (message: WatchedMessage) => void;
   private readonly returned = new Set<string>();
+  /** Publisher channels replaced after a nack: closing them is no loss of the connection. */
+  private readonly retired = new WeakSet<Channel>();
+  private renewing = false;
   private fatal?: Error;
   private closing = false;
   ready = false;
@@ -184,16 +187,52 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
       throw error;
     }
 
+    this.publisher = await this.openPublisher(model);
+
+    if (this.listener) await this.openConsumer(model);
+    if (this.watcher) await this.openWatch(model);
+  }
+
+  private async openPublisher(model: amqp.ChannelModel): Promise<ConfirmChannel> {
     const publisher = await model.createConfirmChannel();
     publisher.on('return', (message) => {
       const id = message.properties.messageId;
       if (id) this.returned.add(id);
     });
+    publisher.on('nack', () => this.renewPublisher(publisher, model));
     this.watchChannel(publisher, 'publisher');
-    this.publisher = publisher;
+    return publisher;
+  }
 
-    if (this.listener) await this.openConsumer(model);
-    if (this.watcher) await this.openWatch(model);
+  /**
+   * A nacked channel may go on nacking every later publish to that queue, so it is replaced.
+   * RabbitMQ (3.10) keeps, per channel and quorum queue, the node it first asks: the leader that
+   * the queue's record names when the channel first publishes to it. Right after that node
+   * crashes, before a new leader is elected, the record still names it; the broker then nacks
+   * the publish and asks the same dead node again on every later one on that channel, for as
+   * long as the channel lives. A new channel reads the record again. The old one is closed
+   * once what was published on it has its answer.
+   */
+  private renewPublisher(nacked: ConfirmChannel, model: amqp.ChannelModel): void {
+    if (this.renewing || this.publisher !== nacked || this.model !== model) return;
+    this.renewing = true;
+    this.openPublisher(model)
+      .then((fresh) => {
+        // If the connection was lost meanwhile, its reconnect opens a publisher of its own.
+        const stale = this.publisher === nacked ? nacked : fresh;
+        if (stale === nacked) this.publisher = fresh;
+        this.retired.add(stale);
+        stale
+          .waitForConfirms()
+          .catch(() => {})
+          .then(() => stale.close())
+          .catch(() => {});
+        this.log.warn('a publish was nacked: publishing on a new channel');
+      })
+      .catch((error) => this.log.warn({ err: error.message }, 'could not open a new publisher channel'))
+      .finally(() => {
+        this.renewing = false;
+      });
   }
 
   /**
@@ -246,7 +285,7 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
   private watchChannel(channel: Channel, role: string): void {
     channel.on('error', (error) => this.log.warn({ err: error.message, role }, 'channel error'));
     channel.on('close', () => {
-      if (this.closing) return;
+      if (this.closing || this.retired.has(channel)) return;
       if (role === 'publisher' && this.publisher === channel) this.publisher = undefined;
       if (role === 'consumer' && this.consumer === channel) this.consumer = undefined;
       this.markLost(new Error(`${role} channel closed`));
