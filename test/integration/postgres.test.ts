@@ -698,7 +698,7 @@ describe('listen and notify across instances', () => {
     (
       await sql<{ pid: number }>`
         select pid from pg_stat_activity
-        where datname = current_database() and query = ${`listen ${channel}`}`.execute(db)
+        where datname = current_database() and query ilike ${`listen %${channel}%`}`.execute(db)
     ).rows.map((r) => r.pid);
 
   it("hears another instance's notify once its transaction commits, not before", async () => {
@@ -728,6 +728,34 @@ describe('listen and notify across instances', () => {
     expect(heard).toEqual(['order-1']);
     await stop();
     expect(await listeners(notifying, 'order_changed')).toEqual([]);
+  });
+
+  it('hears a channel by its exact name', async () => {
+    const scope = await isolated();
+    const listening = await openDb(scope, 'order-creation');
+    const notifying = await openDb(scope, 'order-creation');
+    const heard: string[] = [];
+    cleanups.push(listen(listening, 'orderChanged', (id) => heard.push(id)));
+    await eventually(
+      () => listeners(notifying, 'orderChanged'),
+      (pids) => pids.length === 1,
+      15_000,
+    );
+
+    await notify(notifying, 'orderChanged', 'order-1');
+
+    await until(() => heard.length > 0, 15_000);
+    expect(heard).toEqual(['order-1']);
+  });
+
+  it('stopped before it is listening, it never listens', async () => {
+    const scope = await isolated();
+    const listening = await openDb(scope, 'order-creation');
+
+    await listen(listening, 'order_changed', () => {})();
+    await sleep(2000); // its connection would have been open and listening by now
+
+    expect(await listeners(listening, 'order_changed')).toEqual([]);
   });
 
   it('listens again after its connection is cut', async () => {
