@@ -603,6 +603,33 @@ async function deadlocks(db: QueryExecutorProvider, database: string): Promise<n
   return Number(rows[0]?.n ?? 0);
 }
 
+describe('a connection lost mid-burst', () => {
+  it('is waited out: the burst runs again, each delivery handled once and none retried', async () => {
+    const scope = await isolated();
+    let cut = false;
+    const handlers: Handlers<ProbeStore> = {
+      'order.created': async (event, trx) => {
+        await trx.insertInto('effects').values({ message_id: event.id, instance: 'a' }).execute();
+        if (!cut) {
+          cut = true; // as a restart of the server would, under the transaction's feet
+          await sql`select pg_terminate_backend(pg_backend_pid())`.execute(trx);
+        }
+        return [];
+      },
+    };
+    const a = await startInstance(scope, 'a', { handlers });
+    const events = Array.from({ length: 20 }, probeEvent);
+
+    await publishAll(scope.exchange, events);
+    await until(() => a.settled.length >= events.length, 60_000);
+
+    expect(cut).toBe(true);
+    expect(a.settled.filter((d) => d.outcome !== 'handled')).toEqual([]);
+    const effects = await a.db.selectFrom('effects').select('message_id').execute();
+    expect(effects.map((e) => e.message_id).sort()).toEqual(events.map((e) => e.id).sort());
+  });
+});
+
 describe('exclusively: a periodic task once across instances', () => {
   it('runs the task in one of two instances calling at once; the other skips its turn', async () => {
     const scope = await isolated();
