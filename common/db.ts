@@ -343,11 +343,14 @@ export function listen(
         next.on('notification', (n) => {
           if (n.channel === channel) onNotice(n.payload ?? '');
         });
+        // Quoted: unquoted, PostgreSQL would fold the name to lower case, and pg_notify does not.
+        await next.query(`listen "${channel.replaceAll('"', '""')}"`);
+        // Once listening: an attempt that failed is retried by this loop, not by another one too.
         next.on('end', () => {
           if (!closed) setTimeout(() => void open(), 500).unref();
         });
-        await next.query(`listen ${channel}`);
         client = next;
+        if (closed) await next.end(); // stopped while it connected
         return;
       } catch (error) {
         log?.warn({ err: (error as Error).message, channel }, 'cannot listen on PostgreSQL, retrying');

@@ -603,6 +603,33 @@ async function deadlocks(db: QueryExecutorProvider, database: string): Promise<n
   return Number(rows[0]?.n ?? 0);
 }
 
+describe('a connection lost mid-burst', () => {
+  it('is waited out: the burst runs again, each delivery handled once and none retried', async () => {
+    const scope = await isolated();
+    let cut = false;
+    const handlers: Handlers<ProbeStore> = {
+      'order.created': async (event, trx) => {
+        await trx.insertInto('effects').values({ message_id: event.id, instance: 'a' }).execute();
+        if (!cut) {
+          cut = true; // as a restart of the server would, under the transaction's feet
+          await sql`select pg_terminate_backend(pg_backend_pid())`.execute(trx);
+        }
+        return [];
+      },
+    };
+    const a = await startInstance(scope, 'a', { handlers });
+    const events = Array.from({ length: 20 }, probeEvent);
+
+    await publishAll(scope.exchange, events);
+    await until(() => a.settled.length >= events.length, 60_000);
+
+    expect(cut).toBe(true);
+    expect(a.settled.filter((d) => d.outcome !== 'handled')).toEqual([]);
+    const effects = await a.db.selectFrom('effects').select('message_id').execute();
+    expect(effects.map((e) => e.message_id).sort()).toEqual(events.map((e) => e.id).sort());
+  });
+});
+
 describe('exclusively: a periodic task once across instances', () => {
   it('runs the task in one of two instances calling at once; the other skips its turn', async () => {
     const scope = await isolated();
@@ -698,7 +725,7 @@ describe('listen and notify across instances', () => {
     (
       await sql<{ pid: number }>`
         select pid from pg_stat_activity
-        where datname = current_database() and query = ${`listen ${channel}`}`.execute(db)
+        where datname = current_database() and query ilike ${`listen %${channel}%`}`.execute(db)
     ).rows.map((r) => r.pid);
 
   it("hears another instance's notify once its transaction commits, not before", async () => {
@@ -728,6 +755,34 @@ describe('listen and notify across instances', () => {
     expect(heard).toEqual(['order-1']);
     await stop();
     expect(await listeners(notifying, 'order_changed')).toEqual([]);
+  });
+
+  it('hears a channel by its exact name', async () => {
+    const scope = await isolated();
+    const listening = await openDb(scope, 'order-creation');
+    const notifying = await openDb(scope, 'order-creation');
+    const heard: string[] = [];
+    cleanups.push(listen(listening, 'orderChanged', (id) => heard.push(id)));
+    await eventually(
+      () => listeners(notifying, 'orderChanged'),
+      (pids) => pids.length === 1,
+      15_000,
+    );
+
+    await notify(notifying, 'orderChanged', 'order-1');
+
+    await until(() => heard.length > 0, 15_000);
+    expect(heard).toEqual(['order-1']);
+  });
+
+  it('stopped before it is listening, it never listens', async () => {
+    const scope = await isolated();
+    const listening = await openDb(scope, 'order-creation');
+
+    await listen(listening, 'order_changed', () => {})();
+    await sleep(2000); // its connection would have been open and listening by now
+
+    expect(await listeners(listening, 'order_changed')).toEqual([]);
   });
 
   it('listens again after its connection is cut', async () => {
