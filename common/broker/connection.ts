@@ -372,7 +372,9 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
               options,
               (error) => {
                 const id = options.messageId;
-                if (error) reject(new Error(`broker nacked ${message.routingKey} ${id ?? ''}`));
+                // amqplib answers a nack, and a channel that closed first, alike: say which.
+                if (error)
+                  reject(new Error(`${message.routingKey} ${id ?? ''} not confirmed: ${error.message}`));
                 else if (id && this.returned.delete(id))
                   reject(
                     new UnroutableError(

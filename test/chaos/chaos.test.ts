@@ -83,7 +83,7 @@ async function load(system: System, orders: number, perSecond: number) {
           else refused.push(`${r.status} ${JSON.stringify(r.body)}`);
         })
         .catch((e) => {
-          unreachable.push(String(e));
+          unreachable.push(`${e}${e.cause ? ` (${e.cause})` : ''}`);
         }),
     );
   }
