@@ -63,6 +63,8 @@ export interface SystemOptions {
   postgresServer?: string;
   /** Keep the logs of the processes here instead of discarding them. */
   logs?: string[];
+  /** How long an instance may take to be ready at start (30 s unless given). */
+  readyTimeoutMs?: number;
 }
 
 export class System {
@@ -79,6 +81,7 @@ export class System {
   /** The database of the services, on PostgreSQL. */
   readonly databaseUrl?: string;
   private readonly instancePorts: Map<Instance, number>;
+  private readonly readyTimeoutMs: number;
 
   private constructor(
     exchange: string,
@@ -99,6 +102,7 @@ export class System {
     this.store = options.store;
     this.databaseUrl = options.databaseUrl;
     this.logs = options.logs ?? [];
+    this.readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
   }
 
   static async start(options: SystemOptions = {}): Promise<System> {
@@ -128,7 +132,13 @@ export class System {
       ...options.env,
     };
     const system = new System(exchange, dataDir, instancePorts, env, { ...options, store, databaseUrl });
-    await Promise.all(system.instances.map((i) => system.startService(i)));
+    try {
+      await Promise.all(system.instances.map((i) => system.startService(i)));
+    } catch (error) {
+      // Nobody else could stop what did start, nor drop the database.
+      await system.destroy().catch(() => {});
+      throw error;
+    }
     return system;
   }
 
@@ -157,7 +167,7 @@ export class System {
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
     const started = Date.now();
-    while (Date.now() - started < 30_000) {
+    while (Date.now() - started < this.readyTimeoutMs) {
       if (child.exitCode !== null) {
         throw new Error(
           `${instance} exited with ${child.exitCode} at start:\n${this.logs.slice(-20).join('\n')}`,
@@ -169,7 +179,9 @@ export class System {
       } catch {}
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`${instance} was not ready within 30 s:\n${this.logs.slice(-20).join('\n')}`);
+    throw new Error(
+      `${instance} was not ready within ${this.readyTimeoutMs / 1000} s:\n${this.logs.slice(-20).join('\n')}`,
+    );
   }
 
   portOf(instance: Instance): number {
