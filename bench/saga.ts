@@ -119,7 +119,7 @@ function startSystem(
     store: benchConfig.store,
     instances: benchConfig.instances,
     // A shared machine may be busy enough that starting every instance at once takes a while.
-    readyTimeoutMs: 120_000,
+    readyTimeoutMs: 300_000,
     env: {
       LOG_LEVEL: 'warn',
       QUEUE_TYPE: benchConfig.queueType,
