@@ -5,10 +5,10 @@
  */
 import { availableParallelism } from 'node:os';
 import { redactUrl } from '../common/config.ts';
-import { type CpuBetween, type CpuMark, cpuBetween } from './cpu.ts';
+import { type CpuBetween, type CpuMark, coresModel, cpuBetween } from './cpu.ts';
 import type { Drive, Path } from './load.ts';
 import type { BenchConfig } from './options.ts';
-import type { QueueCounters } from './probe.ts';
+import type { InstanceCounters, QueueCounters } from './probe.ts';
 import type { ProfileSummary } from './profile.ts';
 import type { RawResult } from './raw.ts';
 import { latency, round } from './stats.ts';
@@ -32,6 +32,8 @@ export interface Observations {
   managementError?: string;
   cpuBefore: CpuMark;
   cpuAfter: CpuMark;
+  /** Per instance, over the measured phase: deliveries by outcome, transactions run again by reason. */
+  counters: Record<string, InstanceCounters>;
   topLines: string[];
   profileDir?: string;
   profiles: Record<string, ProfileSummary | undefined>;
@@ -176,6 +178,8 @@ export function figures(observed: Observations) {
     },
     broker,
     cpu,
+    model: coresModel(cpu),
+    instances: observed.counters,
     top: topLines,
     ...(profileDir ? { cpuProfiles: { dir: profileDir, services: profiles } } : {}),
     /** Services and bench: peak RSS (VmHWM, maxRSS); the broker: its current RSS (its peak predates this run). */

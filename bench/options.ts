@@ -1,6 +1,7 @@
 /** The bench's flags (`npm run bench -- --help`): a bad value stops it with the usage, exit 2. */
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { Store } from '../support/system.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 
@@ -16,6 +17,10 @@ const usage = `npm run bench -- [flags]
                           the available stock; surplus from stock.low restocks can reach tens of units
   --supplier-delay-ms MS  SUPPLIER_DELAY_MS of the services (50)
   --queue-type T          quorum | classic (QUEUE_TYPE, else quorum)
+  --store S               sqlite | postgres: PostgreSQL is a database of the bench's own on
+                          TEST_POSTGRES_URL's server (postgres://postgres@127.0.0.1:5432/postgres),
+                          dropped after the run (sqlite)
+  --instances N           instances of each service, competing on its queue (PostgreSQL only) (1)
   --raw-messages N        raw ceiling: at most N messages (20000)
   --raw-seconds S         raw ceiling: at most S seconds of publishing (5)
   --raw-window W          raw ceiling: publishes per confirm wait (256)
@@ -42,6 +47,9 @@ export interface BenchConfig {
   replenishQuantity: number;
   supplierDelayMs: number;
   queueType: 'quorum' | 'classic';
+  store: Store;
+  /** Instances of each service. */
+  instances: number;
   rawMessages: number;
   rawSeconds: number;
   rawWindow: number;
@@ -96,6 +104,8 @@ export function parseOptions(): BenchOptions {
       'replenish-quantity': { type: 'string', default: '1000' },
       'supplier-delay-ms': { type: 'string', default: '50' },
       'queue-type': { type: 'string', default: process.env.QUEUE_TYPE ?? 'quorum' },
+      store: { type: 'string', default: 'sqlite' },
+      instances: { type: 'string', default: '1' },
       'raw-messages': { type: 'string', default: '20000' },
       'raw-seconds': { type: 'string', default: '5' },
       'raw-window': { type: 'string', default: '256' },
@@ -119,6 +129,18 @@ export function parseOptions(): BenchOptions {
     console.error(`--queue-type=${queueType} must be quorum or classic`);
     process.exit(2);
   }
+  const store = flags.store;
+  if (store !== 'sqlite' && store !== 'postgres') {
+    console.error(`--store=${store} must be sqlite or postgres\n\n${usage}`);
+    process.exit(2);
+  }
+  const instances = Math.max(1, positiveInt('instances', flags.instances));
+  if (instances > 1 && store !== 'postgres') {
+    console.error(
+      `--instances=${instances} needs --store postgres: on SQLite each service is one process\n\n${usage}`,
+    );
+    process.exit(2);
+  }
   const traceProtocol = flags['trace-protocol'];
   if (traceProtocol !== 'http/protobuf' && traceProtocol !== 'http/json') {
     console.error(`--trace-protocol=${traceProtocol} must be http/protobuf or http/json`);
@@ -134,6 +156,8 @@ export function parseOptions(): BenchOptions {
       replenishQuantity: positiveInt('replenish-quantity', flags['replenish-quantity']),
       supplierDelayMs: positiveInt('supplier-delay-ms', flags['supplier-delay-ms']),
       queueType,
+      store,
+      instances,
       rawMessages: positiveInt('raw-messages', flags['raw-messages']),
       rawSeconds: positiveInt('raw-seconds', flags['raw-seconds']),
       rawWindow: Math.max(1, positiveInt('raw-window', flags['raw-window'])),

@@ -224,3 +224,36 @@ export class Management {
     return { ...last, settled: false };
   }
 }
+
+/** What one instance counted (its `/metrics`): deliveries by outcome, its transactions run again by reason. */
+export interface InstanceCounters {
+  outcomes: Record<string, number>;
+  reruns: Record<string, number>;
+}
+
+/** An instance's counters, summed over their other labels; undefined without metrics (METRICS=false). */
+export async function instanceCounters(metricsUrl: string): Promise<InstanceCounters | undefined> {
+  try {
+    const response = await fetch(metricsUrl, { signal: AbortSignal.timeout(5000) });
+    if (!response.ok) return undefined;
+    const counters: InstanceCounters = { outcomes: {}, reruns: {} };
+    for (const line of (await response.text()).split('\n')) {
+      const match = /^(saga_messages_total|saga_transaction_reruns_total)\{(.*)\} (\S+)$/.exec(line);
+      if (!match) continue;
+      const [, family, labels = '', value] = match;
+      const key = /(?:outcome|reason)="([^"]*)"/.exec(labels)?.[1] ?? '?';
+      const into = family === 'saga_messages_total' ? counters.outcomes : counters.reruns;
+      into[key] = (into[key] ?? 0) + Number(value);
+    }
+    return counters;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What each counter of `after` grew by since `before`. */
+export function countersBetween(before: InstanceCounters, after: InstanceCounters): InstanceCounters {
+  const grown = (a: Record<string, number>, b: Record<string, number>) =>
+    Object.fromEntries(Object.entries(b).map(([key, n]) => [key, n - (a[key] ?? 0)]));
+  return { outcomes: grown(before.outcomes, after.outcomes), reruns: grown(before.reruns, after.reruns) };
+}

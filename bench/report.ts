@@ -17,7 +17,7 @@ function table(rows: (string | number | undefined)[][], header?: string[]): stri
 export const print = (s = '') => process.stdout.write(`${s}\n`);
 
 export function printReport(results: Results): void {
-  const { config, code, raw, saga, broker, cpu, target } = results;
+  const { config, code, raw, saga, broker, cpu, model, target } = results;
   const lat = saga.latencyMs;
   const overTime = saga.latencyBySecond;
   const breakdown = saga.breakdown;
@@ -28,7 +28,7 @@ export function printReport(results: Results): void {
   const backgroundLoadPct = results.machine.backgroundLoadPctOfOneCore;
   print();
   print(
-    `Saga benchmark: ${config.orders} orders, ${config.clients} clients (started over ${config.rampMs} ms, after ${config.warmup} warm-up orders), ${round(config.replenishShare * 100)} % replenishment (GIZMO-3 × ${config.replenishQuantity}), QUEUE_TYPE=${config.queueType}, SUPPLIER_DELAY_MS=${config.supplierDelayMs}, tracing ${config.trace ? `on (every trace sampled, ${config.traceProtocol})` : 'off'}, METRICS=${config.metrics}, ${results.machine.cores} cores`,
+    `Saga benchmark: ${config.store}, ${config.instances} instance(s) of each service, ${config.orders} orders, ${config.clients} clients (started over ${config.rampMs} ms, after ${config.warmup} warm-up orders), ${round(config.replenishShare * 100)} % replenishment (GIZMO-3 × ${config.replenishQuantity}), QUEUE_TYPE=${config.queueType}, SUPPLIER_DELAY_MS=${config.supplierDelayMs}, tracing ${config.trace ? `on (every trace sampled, ${config.traceProtocol})` : 'off'}, METRICS=${config.metrics}, ${results.machine.cores} cores`,
   );
   print(
     `Code: ${code.commit ?? 'unknown commit'}${code.uncommitted.length > 0 ? ` + uncommitted changes in ${code.uncommitted.join(', ')}` : ''}`,
@@ -121,6 +121,34 @@ export function printReport(results: Results): void {
       ['process', 'cpu s', 'cpu %', 'cpu ms/saga', 'RSS MiB (peak; broker: now)'],
     ),
   );
+  if (config.instances > 1 && cpu.perService) {
+    print(
+      table(
+        Object.entries(cpu.perService).map(([service, c]) => [
+          `${service} (${c.instances} instances)`,
+          c.cpuSeconds,
+          c.pctOfOneCore,
+          c.msPerSaga,
+        ]),
+        ['service, all instances', 'cpu s', 'cpu %', 'cpu ms/saga'],
+      ),
+    );
+  }
+  const counted = Object.entries(results.instances);
+  if (counted.length > 0) {
+    const outcomes = [...new Set(counted.flatMap(([, c]) => Object.keys(c.outcomes)))].sort();
+    const reruns = [...new Set(counted.flatMap(([, c]) => Object.keys(c.reruns)))].sort();
+    print(
+      table(
+        counted.map(([instance, c]) => [
+          instance,
+          ...outcomes.map((o) => c.outcomes[o] ?? 0),
+          ...reruns.map((r) => c.reruns[r] ?? 0),
+        ]),
+        ['deliveries by outcome, reruns', ...outcomes, ...reruns.map((r) => `rerun: ${r}`)],
+      ),
+    );
+  }
   const others = cpu.perProcess['other processes (not this bench)']?.pctOfOneCore ?? 0;
   print(`  background load before start: ${backgroundLoadPct ?? '?'} % of one core`);
   if (cpu.ceiling) {
@@ -132,6 +160,27 @@ export function printReport(results: Results): void {
   if (others > 15 || (backgroundLoadPct ?? 0) > 15) {
     print(
       `  WARNING: processes outside this bench used ${others} % of one core during the phase: the machine is shared, figures are pessimistic.`,
+    );
+  }
+  if (model) {
+    print();
+    print(
+      `MODEL, not a measurement: N cores at this run's ${model.msPerSaga} CPU ms per saga (services, broker, database; not the bench), spread perfectly`,
+    );
+    print(
+      table(
+        model.projection.map((p) => [
+          p.cores,
+          p.sagasPerSecond,
+          Object.entries(p.instances)
+            .map(([service, n]) => `${service} ${n}`)
+            .join(', '),
+        ]),
+        ['cores', 'sagas/s', 'instances each service needs at that rate (one core each at most)'],
+      ),
+    );
+    print(
+      '  Leaves out: lock waits and serialization retries, the one queue per service (one Erlang process each), network hops, the database on its own machine.',
     );
   }
   for (const [service, summary] of Object.entries(profiles)) {

@@ -20,16 +20,18 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { SERVICES } from '../common/events.ts';
 import { OtlpReceiver } from '../support/otlp.ts';
 import { AMQP_URL, System } from '../support/system.ts';
-import { cpuBetween, cpuMark } from './cpu.ts';
+import { cpuBetween, cpuMark, ProcessGroup } from './cpu.ts';
 import { openDashboard } from './dashboard.ts';
 import { figures, type Observations } from './figures.ts';
 import { clients } from './load.ts';
 import { type BenchConfig, parseOptions } from './options.ts';
 import {
   CLK_TCK,
+  countersBetween,
+  type InstanceCounters,
+  instanceCounters,
   Management,
   machineCpu,
   memoryMiB,
@@ -111,9 +113,13 @@ function startSystem(
   receiver?: OtlpReceiver,
 ): Promise<System> {
   log(
-    `starting the services (QUEUE_TYPE=${benchConfig.queueType}, SUPPLIER_DELAY_MS=${benchConfig.supplierDelayMs}, tracing ${receiver ? 'on' : 'off'}, METRICS=${benchConfig.metrics}) …`,
+    `starting the services (${benchConfig.store}, ${benchConfig.instances} instance(s) of each, QUEUE_TYPE=${benchConfig.queueType}, SUPPLIER_DELAY_MS=${benchConfig.supplierDelayMs}, tracing ${receiver ? 'on' : 'off'}, METRICS=${benchConfig.metrics}) …`,
   );
   return System.start({
+    store: benchConfig.store,
+    instances: benchConfig.instances,
+    // A shared machine may be busy enough that starting every instance at once takes a while.
+    readyTimeoutMs: 300_000,
     env: {
       LOG_LEVEL: 'warn',
       QUEUE_TYPE: benchConfig.queueType,
@@ -138,16 +144,41 @@ function startSystem(
   });
 }
 
-/** Each service's profile, once its hook has written it (the second SIGUSR2 asks for it). */
+/** Each instance's own counters (deliveries by outcome, transactions run again), where it has metrics. */
+async function countersOf(system: System): Promise<Map<string, InstanceCounters>> {
+  const read = await Promise.all(
+    system.instances.map(async (i) => [i, await instanceCounters(system.url(i, '/metrics'))] as const),
+  );
+  return new Map(read.flatMap(([i, c]) => (c ? [[i, c]] : [])));
+}
+
+/**
+ * PostgreSQL's processes, as two groups: the backends of the bench's database (its title names
+ * the database; one per pooled connection, and autovacuum's workers on it), and the server's own
+ * writers, which it shares with every other database on the server.
+ */
+function postgresGroups(databaseUrl: string): ProcessGroup[] {
+  const database = new URL(databaseUrl).pathname.slice(1);
+  const ofDatabase = new RegExp(`^postgres: .* ${database}( |$)`);
+  return [
+    new ProcessGroup('postgres backends (this database)', () => pidsByName('postgres', ofDatabase)),
+    new ProcessGroup('postgres writers (shared by the server)', () =>
+      pidsByName('postgres', /^postgres: .*(checkpointer|background writer|walwriter)/),
+    ),
+  ];
+}
+
+/** Each instance's profile, once its hook has written it (the second SIGUSR2 asks for it). */
 async function collectProfiles(
   profileDir: string,
+  instances: readonly string[],
   pids: Map<string, number>,
 ): Promise<Record<string, ProfileSummary | undefined>> {
   const profiles: Record<string, ProfileSummary | undefined> = {};
-  for (const service of SERVICES) {
-    const file = join(profileDir, `${pids.get(service)}.cpuprofile`);
+  for (const instance of instances) {
+    const file = join(profileDir, `${pids.get(instance)}.cpuprofile`);
     for (let i = 0; i < 100 && !existsSync(file); i++) await new Promise((r) => setTimeout(r, 100));
-    profiles[service] = summarise(file);
+    profiles[instance] = summarise(file);
   }
   return profiles;
 }
@@ -192,13 +223,15 @@ async function main(): Promise<void> {
 
   try {
     const prefix = `${system.exchange}.`;
+    // Each instance by its name: `inventory`, then `inventory#2`, … with --instances.
     const pids = new Map<string, number>();
-    for (const service of SERVICES) {
-      const pid = system.processes.get(service)?.pid;
-      if (pid) pids.set(service, pid);
+    for (const instance of system.instances) {
+      const pid = system.processes.get(instance)?.pid;
+      if (pid) pids.set(instance, pid);
     }
     for (const [label, pid] of brokerPids) pids.set(label, pid);
     pids.set('bench (this process)', process.pid);
+    const groups = system.databaseUrl ? postgresGroups(system.databaseUrl) : [];
 
     // Counted from before the warm-up: the measured phase follows it at once, so that the services
     // do not cool down again in an idle pause.
@@ -231,7 +264,9 @@ async function main(): Promise<void> {
       if (profileDir) for (const child of system.processes.values()) child.kill('SIGUSR2');
     };
     toggleProfilers();
-    const cpuBefore = cpuMark(pids);
+    const countersBefore = await countersOf(system);
+    for (const group of groups) group.watch();
+    const cpuBefore = cpuMark(pids, groups);
     const phase = await load.drive(config.orders, (done) => {
       if (!top && done >= config.orders * 0.25) top = topSnapshot(labels);
       if (performance.now() - lastProgress > 5000) {
@@ -239,7 +274,14 @@ async function main(): Promise<void> {
         log(`  ${done}/${config.orders} orders terminal`);
       }
     });
-    const cpuAfter = cpuMark(pids);
+    const cpuAfter = cpuMark(pids, groups);
+    for (const group of groups) group.stop();
+    const countersAfter = await countersOf(system);
+    const counters: Record<string, InstanceCounters> = {};
+    for (const [instance, after] of countersAfter) {
+      const before = countersBefore.get(instance);
+      if (before) counters[instance] = countersBetween(before, after);
+    }
     const dashboardSeen = dashboard?.close();
     if (dashboardSeen)
       log(
@@ -247,7 +289,7 @@ async function main(): Promise<void> {
       );
     toggleProfilers();
     const topLines = top ? await top : [];
-    const profiles = profileDir ? await collectProfiles(profileDir, pids) : {};
+    const profiles = profileDir ? await collectProfiles(profileDir, system.instances, pids) : {};
 
     let after: Counters | undefined;
     if (before) {
@@ -260,9 +302,9 @@ async function main(): Promise<void> {
     }
 
     const rss: Record<string, number | undefined> = {};
-    for (const service of SERVICES) {
-      const pid = pids.get(service);
-      rss[service] = pid ? round(memoryMiB(pid, 'VmHWM') ?? Number.NaN) : undefined;
+    for (const instance of system.instances) {
+      const pid = pids.get(instance);
+      rss[instance] = pid ? round(memoryMiB(pid, 'VmHWM') ?? Number.NaN) : undefined;
     }
 
     const results = figures({
@@ -279,6 +321,7 @@ async function main(): Promise<void> {
       managementError,
       cpuBefore,
       cpuAfter,
+      counters,
       topLines,
       profileDir,
       profiles,

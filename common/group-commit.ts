@@ -32,6 +32,12 @@ const LONE_CONFLICT_RUNS = 20;
 /** How long a burst waits for a database that cannot be reached before it counts as failed. */
 const UNAVAILABLE_WAIT_MS = 60_000;
 
+/**
+ * Why a transaction runs again: PostgreSQL aborted it (`conflict`), it could not reach the
+ * database (`unavailable`), or a burst failed and its units run alone (`split`).
+ */
+export type Rerun = 'conflict' | 'unavailable' | 'split';
+
 /** Runs units a burst at a time, one transaction each burst, one burst at a time. */
 export class GroupCommit<T, U extends Unit<T> = Unit<T>> {
   private readonly pending: U[] = [];
@@ -41,10 +47,20 @@ export class GroupCommit<T, U extends Unit<T> = Unit<T>> {
   private readonly onCommit: (burst: readonly U[], events: SagaEvent[]) => void;
   private readonly serializable: boolean;
 
-  /** `onCommit` hears of each committed burst, with every event its units wrote, before its units do. */
-  constructor(db: Db<T>, onCommit: (burst: readonly U[], events: SagaEvent[]) => void) {
+  private readonly onRerun?: (reason: Rerun, units: number) => void;
+
+  /**
+   * `onCommit` hears of each committed burst, with every event its units wrote, before its units
+   * do; `onRerun` of each transaction run again (how many units it held, and why).
+   */
+  constructor(
+    db: Db<T>,
+    onCommit: (burst: readonly U[], events: SagaEvent[]) => void,
+    onRerun?: (reason: Rerun, units: number) => void,
+  ) {
     this.db = db;
     this.onCommit = onCommit;
+    this.onRerun = onRerun;
     this.serializable = isPostgres(db);
   }
 
@@ -78,12 +94,17 @@ export class GroupCommit<T, U extends Unit<T> = Unit<T>> {
         break;
       } catch (error) {
         const retry = retryable(error);
-        if (retry === 'conflict' && run < (burst.length > 1 ? CONFLICT_RUNS : LONE_CONFLICT_RUNS)) continue;
+        if (retry === 'conflict' && run < (burst.length > 1 ? CONFLICT_RUNS : LONE_CONFLICT_RUNS)) {
+          this.onRerun?.('conflict', burst.length);
+          continue;
+        }
         if (retry === 'unavailable' && Date.now() - started < UNAVAILABLE_WAIT_MS) {
+          this.onRerun?.('unavailable', burst.length);
           await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** run)));
           continue;
         }
         if (burst.length > 1) {
+          this.onRerun?.('split', burst.length);
           for (const unit of burst) await this.runBurst([unit]);
           return;
         }

@@ -6,6 +6,7 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { isRoutingKey, type SagaEvent } from './events.ts';
+import type { Rerun } from './group-commit.ts';
 import type { SettledDelivery } from './runner.ts';
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -28,6 +29,7 @@ export class Metrics {
   private readonly handlerDuration: Histogram<'routing_key'>;
   private readonly publishLag: Histogram;
   private readonly http: Histogram<'method' | 'route' | 'status'>;
+  private readonly reruns: Counter<'reason'>;
   private orders?: { total: Counter<'status' | 'reason'>; duration: Histogram<'outcome'> };
 
   constructor(sources: MetricsSources) {
@@ -68,6 +70,12 @@ export class Metrics {
         this.set(sources.brokerConnected() ? 1 : 0);
       },
     });
+    this.reruns = new Counter({
+      name: 'saga_transaction_reruns_total',
+      help: 'Transactions of the writer run again: conflict (PostgreSQL aborted it: serialization failure, deadlock), unavailable (database unreachable), split (a burst failed; its units run alone).',
+      labelNames: ['reason'],
+      registers,
+    });
     this.http = new Histogram({
       name: 'saga_http_request_duration_seconds',
       help: 'HTTP requests by method, route template and status.',
@@ -83,6 +91,11 @@ export class Metrics {
     const routingKey = isRoutingKey(delivery.routingKey) ? delivery.routingKey : 'other';
     this.messages.inc({ routing_key: routingKey, outcome: delivery.outcome });
     this.handlerDuration.observe({ routing_key: routingKey }, delivery.durationMs / 1000);
+  }
+
+  /** The writer ran a transaction again (the runner's hook). */
+  rerun(reason: Rerun): void {
+    this.reruns.inc({ reason });
   }
 
   /** Outbox rows created at `createdAt` (ISO) were confirmed now. */

@@ -24,7 +24,7 @@ import {
 import { decode, sagaContextOf } from './decode.ts';
 import { PermanentError } from './errors.ts';
 import type { Emit, FailAt, RoutingKey, SagaContext, SagaEvent } from './events.ts';
-import { GroupCommit, type Unit } from './group-commit.ts';
+import { GroupCommit, type Rerun, type Unit } from './group-commit.ts';
 import type { Logger } from './logger.ts';
 import { type OutboxRelay, writeOutbox } from './outbox.ts';
 import { type ParkReason, type RetryPolicy, recoveryFor, retryPolicy } from './recoverability.ts';
@@ -95,6 +95,8 @@ export interface RunnerHooks {
   received?(delivery: Delivery, event?: SagaEvent): DeliveryScope;
   /** Once per delivery, when its outcome is final. */
   settled(delivery: SettledDelivery): void;
+  /** Each time the writer runs a transaction again (see GroupCommit), with the units it held. */
+  rerun?(reason: Rerun, units: number): void;
 }
 
 export interface RunnerOptions<T, S> {
@@ -143,14 +145,18 @@ export class Runner<T, S> {
     this.options = options;
     this.retries = retryPolicy(options.config);
     const { settlement } = options.transport;
-    this.commits = new GroupCommit(options.db, (burst, events) => {
-      if (events.length > 0) options.relay.wake();
-      options.afterCommit?.(
-        events,
-        burst.flatMap((unit) => (unit.handled ? [unit.handled] : [])),
-      );
-      settlement.handled(burst.flatMap((unit) => (unit.delivery ? [unit.delivery] : [])));
-    });
+    this.commits = new GroupCommit(
+      options.db,
+      (burst, events) => {
+        if (events.length > 0) options.relay.wake();
+        options.afterCommit?.(
+          events,
+          burst.flatMap((unit) => (unit.handled ? [unit.handled] : [])),
+        );
+        settlement.handled(burst.flatMap((unit) => (unit.delivery ? [unit.delivery] : [])));
+      },
+      options.hooks?.rerun,
+    );
   }
 
   get subscriptions(): RoutingKey[] {

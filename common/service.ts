@@ -111,6 +111,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     hooks: {
       received: (delivery, event) => telemetry.received(delivery, queue, event),
       settled: metrics ? (delivery) => metrics.settled(delivery) : () => {},
+      ...(metrics ? { rerun: (reason) => metrics.rerun(reason) } : {}),
     },
     traced: telemetry.enabled,
     config,

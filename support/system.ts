@@ -31,7 +31,6 @@ const ROOT = join(import.meta.dirname, '..');
  * How long a service may take to answer ready. Each one spends about 2.5 s of CPU starting, four
  * start at once, and on two cores shared with other work that has taken more than 30 s.
  */
-const READY_WITHIN_MS = 60_000;
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -68,6 +67,8 @@ export interface SystemOptions {
   postgresServer?: string;
   /** Keep the logs of the processes here instead of discarding them. */
   logs?: string[];
+  /** How long an instance may take to be ready at start (30 s unless given). */
+  readyTimeoutMs?: number;
 }
 
 export class System {
@@ -84,6 +85,7 @@ export class System {
   /** The database of the services, on PostgreSQL. */
   readonly databaseUrl?: string;
   private readonly instancePorts: Map<Instance, number>;
+  private readonly readyTimeoutMs: number;
 
   private constructor(
     exchange: string,
@@ -104,6 +106,7 @@ export class System {
     this.store = options.store;
     this.databaseUrl = options.databaseUrl;
     this.logs = options.logs ?? [];
+    this.readyTimeoutMs = options.readyTimeoutMs ?? 60_000;
   }
 
   static async start(options: SystemOptions = {}): Promise<System> {
@@ -168,7 +171,7 @@ export class System {
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
     const started = Date.now();
-    while (Date.now() - started < READY_WITHIN_MS) {
+    while (Date.now() - started < this.readyTimeoutMs) {
       if (child.exitCode !== null) {
         throw new Error(
           `${instance} exited with ${child.exitCode} at start:\n${this.logs.slice(-20).join('\n')}`,
@@ -181,7 +184,7 @@ export class System {
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(
-      `${instance} was not ready within ${READY_WITHIN_MS / 1000} s:\n${this.logs.slice(-20).join('\n')}`,
+      `${instance} was not ready within ${this.readyTimeoutMs / 1000} s:\n${this.logs.slice(-20).join('\n')}`,
     );
   }
 
