@@ -111,7 +111,7 @@ function startSystem(
   receiver?: OtlpReceiver,
 ): Promise<System> {
   log(
-    `starting the services (QUEUE_TYPE=${benchConfig.queueType}, SUPPLIER_DELAY_MS=${benchConfig.supplierDelayMs}, tracing ${receiver ? 'on' : 'off'}, METRICS=${benchConfig.metrics}) …`,
+    `starting the services (QUEUE_TYPE=${benchConfig.queueType}, SUPPLIER_DELAY_MS=${benchConfig.supplierDelayMs}, tracing ${receiver ? 'on' : 'off'}, METRICS=${benchConfig.metrics}, DASHBOARD=${benchConfig.dashboard}) …`,
   );
   return System.start({
     env: {
@@ -119,6 +119,7 @@ function startSystem(
       QUEUE_TYPE: benchConfig.queueType,
       SUPPLIER_DELAY_MS: String(benchConfig.supplierDelayMs),
       METRICS: String(benchConfig.metrics),
+      DASHBOARD: String(benchConfig.dashboard),
       ...(receiver
         ? {
             OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,

@@ -35,19 +35,21 @@ await runService<OrderTables, OrderStore>({
   setup({ db, http, runner, config, log, metrics, every, onCommit, onShutdown, watchAll }) {
     addRoutes(http, { db, runner, config, watch });
     metrics?.countOrders(() => ordersInFlight(db));
-    // Every saga event, seen by a light subscriber of this instance's own, for the dashboard.
-    const feed = new LiveFeed({ maxEvents: config.dashboardHistory, maxAgeMs: 10 * 60_000 });
-    watchAll((message) => feed.push(message));
-    const closeDashboard = addDashboard(http, {
-      config,
-      log,
-      feed,
-      place: (order, failAt) => placeOrder(runner, config, order, failAt),
-    });
-    onShutdown(() => {
-      feed.close();
-      void closeDashboard();
-    });
+    if (config.dashboard) {
+      // Every saga event, seen by a light subscriber of this instance's own, for the dashboard.
+      const feed = new LiveFeed({ maxEvents: config.dashboardHistory, maxAgeMs: 10 * 60_000 });
+      watchAll((message) => feed.push(message));
+      const closeDashboard = addDashboard(http, {
+        config,
+        log,
+        feed,
+        place: (order, failAt) => placeOrder(runner, config, order, failAt),
+      });
+      onShutdown(() => {
+        feed.close();
+        void closeDashboard();
+      });
+    }
     // Readers of `?wait` look again when the order may have settled: completed, cancelled, or a
     // compensation reported.
     onCommit((events, handled) => {

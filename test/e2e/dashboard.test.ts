@@ -211,3 +211,24 @@ describe('with DASHBOARD_ACTIONS=false (the default when NODE_ENV=production)', 
     expect(refused.body.detail).toContain('DASHBOARD_ACTIONS=false');
   });
 });
+
+describe('with DASHBOARD=false', () => {
+  let bare: System;
+  beforeAll(async () => {
+    bare = await System.start({ env: { DASHBOARD: 'false' } });
+  });
+  afterAll(async () => {
+    await bare?.destroy();
+  });
+
+  it('there is no dashboard, and orders go through as ever', async () => {
+    const page = await fetch(bare.url('order-creation', '/dashboard'));
+    const stream = await fetch(bare.url('order-creation', '/dashboard/stream'));
+    const placed = await bare.request<Order>('order-creation', 'POST', '/orders', anOrder());
+
+    expect(page.status).toBe(404);
+    expect(stream.status).toBe(404);
+    expect(placed.status).toBe(201);
+    expect((await awaitTerminal(bare, placed.body.id)).status).toBe('COMPLETED');
+  });
+});
