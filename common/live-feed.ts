@@ -36,9 +36,54 @@ interface Entry {
   id: string;
   /** When this instance received it (what the age bound counts from). */
   receivedAt: number;
-  content: Buffer;
+  /** Its body: bytes start to end of slab number `slab` (see Slabs). */
+  slab: number;
+  start: number;
+  end: number;
   /** Its SSE message, formatted the first time a client needs it (none open: no cost). */
   text?: string;
+}
+
+/** Bytes of one slab: a few hundred message bodies. */
+const SLAB_BYTES = 256 * 1024;
+
+/**
+ * The bodies of the ring's entries, copied end to end into large buffers. The broker's client
+ * hands over each body as a view into the socket's read buffer: kept as it is, every view pins
+ * its whole read buffer (tens of kilobytes, deliveries to other consumers included), and every
+ * one is an object for the garbage collector to move. A copy here is a few hundred bytes.
+ */
+class Slabs {
+  private slabs: Buffer[] = [];
+  /** Number of slabs[0]. */
+  private first = 0;
+  private used = SLAB_BYTES;
+
+  /** Copies `content` in, and says where in `entry`. */
+  add(content: Buffer, entry: Entry): void {
+    if (this.used + content.length > (this.slabs.at(-1)?.length ?? 0)) {
+      this.slabs.push(Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, content.length)));
+      this.used = 0;
+    }
+    // TypedArray set: a memcpy, where Buffer#copy validates its arguments first.
+    (this.slabs.at(-1) as Buffer).set(content, this.used);
+    entry.slab = this.first + this.slabs.length - 1;
+    entry.start = this.used;
+    this.used += content.length;
+    entry.end = this.used;
+  }
+
+  get(entry: Entry): Buffer {
+    return (this.slabs[entry.slab - this.first] as Buffer).subarray(entry.start, entry.end);
+  }
+
+  /** Frees the slabs before number `slab`: no entry left is in them. */
+  dropBefore(slab: number): void {
+    const drop = Math.min(slab - this.first, this.slabs.length - 1);
+    if (drop <= 0) return;
+    this.slabs = this.slabs.slice(drop);
+    this.first += drop;
+  }
 }
 
 export interface LiveFeedOptions {
@@ -94,6 +139,7 @@ export class LiveFeed {
   /** The ring: entries[0] has sequence number `first`. */
   private entries: Entry[] = [];
   private first = 0;
+  private readonly bodies = new Slabs();
   private readonly seqOf = new Map<string, number>();
   /** Each open client and the sequence number of the next entry it is to get. */
   private readonly clients = new Map<SseStream, { next: number }>();
@@ -116,7 +162,9 @@ export class LiveFeed {
     // An id is a cursor, sent back in a header: one that could not be (a line break) is not kept.
     if (!id || !SAFE_ID.test(id) || this.seqOf.has(id)) return;
     this.seqOf.set(id, this.end);
-    this.entries.push({ id, receivedAt: now, content: message.content });
+    const entry: Entry = { id, receivedAt: now, slab: 0, start: 0, end: 0 };
+    this.bodies.add(message.content, entry);
+    this.entries.push(entry);
     this.evict(now);
     if (this.clients.size > 0 && !this.flushTimer) {
       this.flushTimer = setTimeout(() => this.flush(), this.options.flushMs);
@@ -140,6 +188,7 @@ export class LiveFeed {
     for (const entry of this.entries.slice(0, drop)) this.seqOf.delete(entry.id);
     this.entries = this.entries.slice(drop);
     this.first += drop;
+    this.bodies.dropBefore(this.entries[0]?.slab ?? Number.POSITIVE_INFINITY);
   }
 
   /** How many events it holds (for tests and the summary). */
@@ -150,7 +199,7 @@ export class LiveFeed {
   /** The events after `cursor` (a Last-Event-ID), or the most recent ones without one. */
   since(cursor: string | undefined): FeedEvent[] {
     return this.range(this.startFor(cursor), this.end).flatMap((e) => {
-      const event = toFeedEvent(e.content);
+      const event = toFeedEvent(this.bodies.get(e));
       return event ? [event] : [];
     });
   }
@@ -173,7 +222,7 @@ export class LiveFeed {
 
   private textOf(entry: Entry): string {
     if (entry.text === undefined) {
-      const event = toFeedEvent(entry.content);
+      const event = toFeedEvent(this.bodies.get(entry));
       // formatMessage's shape, without its line splitting: JSON.stringify never writes a line break.
       entry.text = event ? `id: ${entry.id}\ndata: ${JSON.stringify(event)}\n\n` : '';
     }
