@@ -85,7 +85,13 @@ export class System {
       ...options.env,
     };
     const system = new System(exchange, dataDir, ports, env, options);
-    await Promise.all(SERVICES.map((s) => system.startService(s)));
+    const started = await Promise.allSettled(SERVICES.map((s) => system.startService(s)));
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) {
+      // Nobody holds this system to destroy it: its started services would run on, unseen.
+      await system.destroy().catch(() => {});
+      throw failed.reason;
+    }
     return system;
   }
 
