@@ -11,8 +11,10 @@
  * publishers: the client may see an event twice then (it drops what it has by eventId), never
  * miss one the instance holds.
  */
-import { EMITTED_BY, isRoutingKey } from './events.ts';
+import type { Broker, WatchedMessage } from './broker/connection.ts';
+import { EMITTED_BY, isRoutingKey, ROUTING_KEYS, type RoutingKey, type SagaEvent } from './events.ts';
 import type { StreamReply } from './http.ts';
+import type { Logger } from './logger.ts';
 import type { SseStream } from './sse.ts';
 
 /** One saga event as the feed sends it. */
@@ -25,12 +27,8 @@ export interface FeedEvent {
   data: unknown;
 }
 
-/** What the watcher hands over for each message. */
-export interface FeedMessage {
-  routingKey: string;
-  messageId: string | undefined;
-  content: Buffer;
-}
+/** What the watcher hands over for each message; or an event the service handled or emitted, as JSON. */
+export type FeedMessage = Omit<WatchedMessage, 'content'> & { content: Buffer | string };
 
 interface Entry {
   id: string;
@@ -59,17 +57,20 @@ class Slabs {
   private first = 0;
   private used = SLAB_BYTES;
 
-  /** Copies `content` in, and says where in `entry`. */
-  add(content: Buffer, entry: Entry): void {
-    if (this.used + content.length > (this.slabs.at(-1)?.length ?? 0)) {
-      this.slabs.push(Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, content.length)));
+  /** Copies `content` in (a string as UTF-8), and says where in `entry`. */
+  add(content: Buffer | string, entry: Entry): void {
+    const length = typeof content === 'string' ? Buffer.byteLength(content) : content.length;
+    if (this.used + length > (this.slabs.at(-1)?.length ?? 0)) {
+      this.slabs.push(Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, length)));
       this.used = 0;
     }
+    const slab = this.slabs.at(-1) as Buffer;
     // TypedArray set: a memcpy, where Buffer#copy validates its arguments first.
-    (this.slabs.at(-1) as Buffer).set(content, this.used);
+    if (typeof content === 'string') slab.write(content, this.used);
+    else slab.set(content, this.used);
     entry.slab = this.first + this.slabs.length - 1;
     entry.start = this.used;
-    this.used += content.length;
+    this.used += length;
     entry.end = this.used;
   }
 
@@ -154,6 +155,11 @@ export class LiveFeed {
   /** One past the newest entry's sequence number. */
   private get end(): number {
     return this.first + this.entries.length;
+  }
+
+  /** Adds an event the service handled or emitted (see feedEverything). */
+  pushEvent(event: SagaEvent, now = Date.now()): void {
+    this.push({ routingKey: event.type, messageId: event.id, content: JSON.stringify(event) }, now);
   }
 
   /** Adds a watched message; one seen before (the outbox publishes at least once) is dropped. */
@@ -278,4 +284,52 @@ export class LiveFeed {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
   }
+}
+
+/** How often an instance asks the broker whether other instances share its queue. */
+const PEERS_POLL_MS = 2000;
+/**
+ * How long an instance keeps watching everything after its last peer went: a peer that stops
+ * still publishes what its outbox holds (for up to SHUTDOWN_TIMEOUT_MS, 8 s by default).
+ */
+const PEERS_LINGER_MS = 10_000;
+
+/** What feedEverything needs of the service (common/service.ts's App, and its definition). */
+export interface FeedSources {
+  broker: Pick<Broker, 'watch' | 'rewatch' | 'otherConsumers'>;
+  onCommit(hook: (emitted: SagaEvent[], handled: SagaEvent[]) => void): void;
+  every(ms: number, task: () => Promise<unknown>): unknown;
+  /** The routing keys the service's runner handles or emits. */
+  own: readonly RoutingKey[];
+  log: Logger;
+}
+
+/**
+ * Feeds `feed` with every event on the exchange, each event crossing the broker once more only
+ * when it must. What this instance's runner handles and emits enters at each commit, decoded
+ * already. While the instance is the only consumer of its queue, the light subscriber sees the
+ * rest only (for order-creation: stock.low). Once other instances share the queue, each handling
+ * a share of it, the subscriber sees everything (`#`): every instance's feed holds the same
+ * events. The broker is asked every PEERS_POLL_MS, so for that long after another instance
+ * starts, this one's feed lacks what the other handles.
+ */
+export function feedEverything(feed: LiveFeed, sources: FeedSources): void {
+  const { broker, own, log } = sources;
+  const rest = ROUTING_KEYS.filter((key) => !own.includes(key));
+  // Watching everything until the broker says it is alone: it may not be.
+  let sharedAt = Number.NEGATIVE_INFINITY;
+  sources.onCommit((emitted, handled) => {
+    // Causes before effects, as the broker would show them.
+    for (const event of handled) feed.pushEvent(event);
+    for (const event of emitted) feed.pushEvent(event);
+  });
+  broker
+    .watch((message) => feed.push(message), ['#'])
+    .catch((error) => log.error({ err: error }, 'watching the exchange failed'));
+  sources.every(PEERS_POLL_MS, async () => {
+    const others = await broker.otherConsumers();
+    if (others === undefined) return;
+    if (others > 0) sharedAt = Date.now();
+    await broker.rewatch(Date.now() - sharedAt < PEERS_LINGER_MS ? ['#'] : rest);
+  });
 }

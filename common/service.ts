@@ -4,7 +4,7 @@
  */
 import death from 'death';
 import type { Migration } from 'kysely/migration';
-import { Broker, BrokerUnreachableError, type WatchedMessage } from './broker/connection.ts';
+import { Broker, BrokerUnreachableError } from './broker/connection.ts';
 import { queueNames } from './broker/topology.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import { type Db, openDatabase, runnerDb, type Tx } from './db.ts';
@@ -54,8 +54,8 @@ export interface App<T, S> {
   onCommit(hook: (events: SagaEvent[], handled: SagaEvent[]) => void): void;
   /** Called first at shutdown, before HTTP closes (e.g. to release long-polling requests). */
   onShutdown(hook: () => void): void;
-  /** Sees every event on the exchange, beside the service's own topology (see Broker.watchAll). */
-  watchAll(listener: (message: WatchedMessage) => void): void;
+  /** The service's broker, for a viewer of the exchange beside the runner (Broker.watch). */
+  broker: Broker;
 }
 
 /** Starts the service; resolves with a `stop` that drains it (safe to call twice). */
@@ -148,9 +148,7 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     },
     onCommit: (hook) => commitHooks.push(hook),
     onShutdown: (hook) => hooks.push(hook),
-    watchAll: (listener) => {
-      broker.watchAll(listener).catch((error) => log.error({ err: error }, 'watching the exchange failed'));
-    },
+    broker,
   };
   await definition.setup?.(app);
 

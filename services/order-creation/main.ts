@@ -8,7 +8,8 @@
  * Emits:    order.created, order.cancel_requested, order.cancelled, order.completed (a notification:
  *           no queue of the saga binds it)
  */
-import { LiveFeed } from '../../common/live-feed.ts';
+import { EMITTED_BY, ROUTING_KEYS } from '../../common/events.ts';
+import { feedEverything, LiveFeed } from '../../common/live-feed.ts';
 import { runService } from '../../common/service.ts';
 import { addDashboard } from './dashboard.ts';
 import { isCompensation } from './domain.ts';
@@ -32,13 +33,14 @@ await runService<OrderTables, OrderStore>({
   store: orderStore,
   // Its own events enter the timeline in the transaction that emits them.
   onEmitted: (trx, events) => orderStore(trx).record(events),
-  setup({ db, http, runner, config, log, metrics, every, onCommit, onShutdown, watchAll }) {
+  setup({ db, http, runner, config, log, metrics, every, onCommit, onShutdown, broker }) {
     addRoutes(http, { db, runner, config, watch });
     metrics?.countOrders(() => ordersInFlight(db));
     if (config.dashboard) {
-      // Every saga event, seen by a light subscriber of this instance's own, for the dashboard.
+      // Every saga event, for the dashboard.
       const feed = new LiveFeed({ maxEvents: config.dashboardHistory, maxAgeMs: 10 * 60_000 });
-      watchAll((message) => feed.push(message));
+      const own = ROUTING_KEYS.filter((key) => key in handlers || EMITTED_BY[key] === 'order-creation');
+      feedEverything(feed, { broker, onCommit, every, own, log });
       const closeDashboard = addDashboard(http, {
         config,
         log,
