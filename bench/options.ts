@@ -32,6 +32,8 @@ const usage = `npm run bench -- [flags]
   --trace-protocol P      http/protobuf | http/json: OTEL_EXPORTER_OTLP_PROTOCOL with --trace
                           (http/protobuf, the default of the services; only JSON spans are counted)
   --metrics-off           METRICS=false in the services (what metrics cost: compare with a run with)
+  --dashboard-off         DASHBOARD=false in the services: no light subscriber (what the dashboard
+                          costs with no page open: compare with a run without the flag)
   --dashboard             keep one dashboard open from the warm-up to the end of the measured phase
                           (its event stream read, its state polled every 2 s), to measure what it
                           costs against a run without
@@ -61,6 +63,8 @@ export interface BenchConfig {
   traceProtocol: 'http/protobuf' | 'http/json';
   /** The services' METRICS switch. */
   metrics: boolean;
+  /** The services' DASHBOARD switch. */
+  dashboard: boolean;
 }
 
 export interface BenchOptions {
@@ -116,6 +120,7 @@ export function parseOptions(): BenchOptions {
       trace: { type: 'boolean', default: false },
       'trace-protocol': { type: 'string', default: 'http/protobuf' },
       'metrics-off': { type: 'boolean', default: false },
+      'dashboard-off': { type: 'boolean', default: false },
       out: { type: 'string', default: join(ROOT, '.tmp', 'bench-results.json') },
       help: { type: 'boolean', default: false },
     },
@@ -139,6 +144,10 @@ export function parseOptions(): BenchOptions {
     console.error(
       `--instances=${instances} needs --store postgres: on SQLite each service is one process\n\n${usage}`,
     );
+    process.exit(2);
+  }
+  if (flags.dashboard && flags['dashboard-off']) {
+    console.error(`--dashboard and --dashboard-off: one or the other\n\n${usage}`);
     process.exit(2);
   }
   const traceProtocol = flags['trace-protocol'];
@@ -166,6 +175,7 @@ export function parseOptions(): BenchOptions {
       trace: flags.trace,
       traceProtocol,
       metrics: !flags['metrics-off'],
+      dashboard: !flags['dashboard-off'],
     },
     skipRaw: flags['skip-raw'],
     cpuProfile: flags['cpu-profile'],

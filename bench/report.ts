@@ -28,7 +28,7 @@ export function printReport(results: Results): void {
   const backgroundLoadPct = results.machine.backgroundLoadPctOfOneCore;
   print();
   print(
-    `Saga benchmark: ${config.store}, ${config.instances} instance(s) of each service, ${config.orders} orders, ${config.clients} clients (started over ${config.rampMs} ms, after ${config.warmup} warm-up orders), ${round(config.replenishShare * 100)} % replenishment (GIZMO-3 × ${config.replenishQuantity}), QUEUE_TYPE=${config.queueType}, SUPPLIER_DELAY_MS=${config.supplierDelayMs}, tracing ${config.trace ? `on (every trace sampled, ${config.traceProtocol})` : 'off'}, METRICS=${config.metrics}, ${results.machine.cores} cores`,
+    `Saga benchmark: ${config.store}, ${config.instances} instance(s) of each service, ${config.orders} orders, ${config.clients} clients (started over ${config.rampMs} ms, after ${config.warmup} warm-up orders), ${round(config.replenishShare * 100)} % replenishment (GIZMO-3 × ${config.replenishQuantity}), QUEUE_TYPE=${config.queueType}, SUPPLIER_DELAY_MS=${config.supplierDelayMs}, tracing ${config.trace ? `on (every trace sampled, ${config.traceProtocol})` : 'off'}, METRICS=${config.metrics}, DASHBOARD=${config.dashboard}, ${results.machine.cores} cores`,
   );
   print(
     `Code: ${code.commit ?? 'unknown commit'}${code.uncommitted.length > 0 ? ` + uncommitted changes in ${code.uncommitted.join(', ')}` : ''}`,

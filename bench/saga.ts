@@ -113,7 +113,7 @@ function startSystem(
   receiver?: OtlpReceiver,
 ): Promise<System> {
   log(
-    `starting the services (${benchConfig.store}, ${benchConfig.instances} instance(s) of each, QUEUE_TYPE=${benchConfig.queueType}, SUPPLIER_DELAY_MS=${benchConfig.supplierDelayMs}, tracing ${receiver ? 'on' : 'off'}, METRICS=${benchConfig.metrics}) …`,
+    `starting the services (${benchConfig.store}, ${benchConfig.instances} instance(s) of each, QUEUE_TYPE=${benchConfig.queueType}, SUPPLIER_DELAY_MS=${benchConfig.supplierDelayMs}, tracing ${receiver ? 'on' : 'off'}, METRICS=${benchConfig.metrics}, DASHBOARD=${benchConfig.dashboard}) …`,
   );
   return System.start({
     store: benchConfig.store,
@@ -125,6 +125,7 @@ function startSystem(
       QUEUE_TYPE: benchConfig.queueType,
       SUPPLIER_DELAY_MS: String(benchConfig.supplierDelayMs),
       METRICS: String(benchConfig.metrics),
+      DASHBOARD: String(benchConfig.dashboard),
       ...(receiver
         ? {
             OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,

@@ -108,6 +108,11 @@ export const CONFIG_KEYS = {
     default: 'true',
     doc: 'Honour the X-Fail-At header. Defaults to false when NODE_ENV=production.',
   },
+  DASHBOARD: {
+    kind: 'bool',
+    default: 'true',
+    doc: "order-creation's live dashboard (`/dashboard`) and the light subscriber that feeds it. `false`: neither, so no event is received twice and no event's data is shown.",
+  },
   DASHBOARD_ACTIONS: {
     kind: 'bool',
     default: 'true',
@@ -229,6 +234,7 @@ export interface Config {
   brokerConnectTimeoutMs: number;
   shutdownTimeoutMs: number;
   faultInjection: boolean;
+  dashboard: boolean;
   dashboardActions: boolean;
   dashboardHistory: number;
   management: { url: string; user: string; password: string };
@@ -360,6 +366,7 @@ export function loadConfig(service: ServiceName, env: NodeJS.ProcessEnv = proces
     brokerConnectTimeoutMs: int('BROKER_CONNECT_TIMEOUT_MS', 0, 3_600_000),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 100, 600_000),
     faultInjection: bool('FAULT_INJECTION'),
+    dashboard: bool('DASHBOARD'),
     dashboardActions: bool('DASHBOARD_ACTIONS'),
     dashboardHistory: int('DASHBOARD_HISTORY', 100, 10_000_000),
     management: {

@@ -11,8 +11,10 @@
  * publishers: the client may see an event twice then (it drops what it has by eventId), never
  * miss one the instance holds.
  */
-import { EMITTED_BY, isRoutingKey } from './events.ts';
+import type { Broker, WatchedMessage } from './broker/connection.ts';
+import { EMITTED_BY, isRoutingKey, ROUTING_KEYS, type RoutingKey, type SagaEvent } from './events.ts';
 import type { StreamReply } from './http.ts';
+import type { Logger } from './logger.ts';
 import type { SseStream } from './sse.ts';
 
 /** One saga event as the feed sends it. */
@@ -25,20 +27,64 @@ export interface FeedEvent {
   data: unknown;
 }
 
-/** What the watcher hands over for each message. */
-export interface FeedMessage {
-  routingKey: string;
-  messageId: string | undefined;
-  content: Buffer;
-}
+/** What the watcher hands over for each message; or an event the service handled or emitted, as JSON. */
+export type FeedMessage = Omit<WatchedMessage, 'content'> & { content: Buffer | string };
 
 interface Entry {
   id: string;
   /** When this instance received it (what the age bound counts from). */
   receivedAt: number;
-  content: Buffer;
+  /** Its body: bytes start to end of slab number `slab` (see Slabs). */
+  slab: number;
+  start: number;
+  end: number;
   /** Its SSE message, formatted the first time a client needs it (none open: no cost). */
   text?: string;
+}
+
+/** Bytes of one slab: a few hundred message bodies. */
+const SLAB_BYTES = 256 * 1024;
+
+/**
+ * The bodies of the ring's entries, copied end to end into large buffers. The broker's client
+ * hands over each body as a view into the socket's read buffer: kept as it is, every view pins
+ * its whole read buffer (tens of kilobytes, deliveries to other consumers included), and every
+ * one is an object for the garbage collector to move. A copy here is a few hundred bytes.
+ */
+class Slabs {
+  private slabs: Buffer[] = [];
+  /** Number of slabs[0]. */
+  private first = 0;
+  private used = SLAB_BYTES;
+
+  /** Copies `content` in (a string as UTF-8), and says where in `entry`. */
+  add(content: Buffer | string, entry: Entry): void {
+    const length = typeof content === 'string' ? Buffer.byteLength(content) : content.length;
+    if (this.used + length > (this.slabs.at(-1)?.length ?? 0)) {
+      this.slabs.push(Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, length)));
+      this.used = 0;
+    }
+    const slab = this.slabs.at(-1) as Buffer;
+    // TypedArray set: a memcpy, where Buffer#copy validates its arguments first.
+    if (typeof content === 'string') slab.write(content, this.used);
+    else slab.set(content, this.used);
+    entry.slab = this.first + this.slabs.length - 1;
+    entry.start = this.used;
+    this.used += length;
+    entry.end = this.used;
+  }
+
+  get(entry: Entry): Buffer {
+    return (this.slabs[entry.slab - this.first] as Buffer).subarray(entry.start, entry.end);
+  }
+
+  /** Frees the slabs before number `slab`: no entry left is in them. */
+  dropBefore(slab: number): void {
+    const drop = Math.min(slab - this.first, this.slabs.length - 1);
+    if (drop <= 0) return;
+    this.slabs = this.slabs.slice(drop);
+    this.first += drop;
+  }
 }
 
 export interface LiveFeedOptions {
@@ -94,6 +140,7 @@ export class LiveFeed {
   /** The ring: entries[0] has sequence number `first`. */
   private entries: Entry[] = [];
   private first = 0;
+  private readonly bodies = new Slabs();
   private readonly seqOf = new Map<string, number>();
   /** Each open client and the sequence number of the next entry it is to get. */
   private readonly clients = new Map<SseStream, { next: number }>();
@@ -110,13 +157,20 @@ export class LiveFeed {
     return this.first + this.entries.length;
   }
 
+  /** Adds an event the service handled or emitted (see feedEverything). */
+  pushEvent(event: SagaEvent, now = Date.now()): void {
+    this.push({ routingKey: event.type, messageId: event.id, content: JSON.stringify(event) }, now);
+  }
+
   /** Adds a watched message; one seen before (the outbox publishes at least once) is dropped. */
   push(message: FeedMessage, now = Date.now()): void {
     const id = message.messageId;
     // An id is a cursor, sent back in a header: one that could not be (a line break) is not kept.
     if (!id || !SAFE_ID.test(id) || this.seqOf.has(id)) return;
     this.seqOf.set(id, this.end);
-    this.entries.push({ id, receivedAt: now, content: message.content });
+    const entry: Entry = { id, receivedAt: now, slab: 0, start: 0, end: 0 };
+    this.bodies.add(message.content, entry);
+    this.entries.push(entry);
     this.evict(now);
     if (this.clients.size > 0 && !this.flushTimer) {
       this.flushTimer = setTimeout(() => this.flush(), this.options.flushMs);
@@ -140,6 +194,7 @@ export class LiveFeed {
     for (const entry of this.entries.slice(0, drop)) this.seqOf.delete(entry.id);
     this.entries = this.entries.slice(drop);
     this.first += drop;
+    this.bodies.dropBefore(this.entries[0]?.slab ?? Number.POSITIVE_INFINITY);
   }
 
   /** How many events it holds (for tests and the summary). */
@@ -150,7 +205,7 @@ export class LiveFeed {
   /** The events after `cursor` (a Last-Event-ID), or the most recent ones without one. */
   since(cursor: string | undefined): FeedEvent[] {
     return this.range(this.startFor(cursor), this.end).flatMap((e) => {
-      const event = toFeedEvent(e.content);
+      const event = toFeedEvent(this.bodies.get(e));
       return event ? [event] : [];
     });
   }
@@ -173,7 +228,7 @@ export class LiveFeed {
 
   private textOf(entry: Entry): string {
     if (entry.text === undefined) {
-      const event = toFeedEvent(entry.content);
+      const event = toFeedEvent(this.bodies.get(entry));
       // formatMessage's shape, without its line splitting: JSON.stringify never writes a line break.
       entry.text = event ? `id: ${entry.id}\ndata: ${JSON.stringify(event)}\n\n` : '';
     }
@@ -229,4 +284,52 @@ export class LiveFeed {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
   }
+}
+
+/** How often an instance asks the broker whether other instances share its queue. */
+const PEERS_POLL_MS = 2000;
+/**
+ * How long an instance keeps watching everything after its last peer went: a peer that stops
+ * still publishes what its outbox holds (for up to SHUTDOWN_TIMEOUT_MS, 8 s by default).
+ */
+const PEERS_LINGER_MS = 10_000;
+
+/** What feedEverything needs of the service (common/service.ts's App, and its definition). */
+export interface FeedSources {
+  broker: Pick<Broker, 'watch' | 'rewatch' | 'otherConsumers'>;
+  onCommit(hook: (emitted: SagaEvent[], handled: SagaEvent[]) => void): void;
+  every(ms: number, task: () => Promise<unknown>): unknown;
+  /** The routing keys the service's runner handles or emits. */
+  own: readonly RoutingKey[];
+  log: Logger;
+}
+
+/**
+ * Feeds `feed` with every event on the exchange, each event crossing the broker once more only
+ * when it must. What this instance's runner handles and emits enters at each commit, decoded
+ * already. While the instance is the only consumer of its queue, the light subscriber sees the
+ * rest only (for order-creation: stock.low). Once other instances share the queue, each handling
+ * a share of it, the subscriber sees everything (`#`): every instance's feed holds the same
+ * events. The broker is asked every PEERS_POLL_MS, so for that long after another instance
+ * starts, this one's feed lacks what the other handles.
+ */
+export function feedEverything(feed: LiveFeed, sources: FeedSources): void {
+  const { broker, own, log } = sources;
+  const rest = ROUTING_KEYS.filter((key) => !own.includes(key));
+  // Watching everything until the broker says it is alone: it may not be.
+  let sharedAt = Number.NEGATIVE_INFINITY;
+  sources.onCommit((emitted, handled) => {
+    // Causes before effects, as the broker would show them.
+    for (const event of handled) feed.pushEvent(event);
+    for (const event of emitted) feed.pushEvent(event);
+  });
+  broker
+    .watch((message) => feed.push(message), ['#'])
+    .catch((error) => log.error({ err: error }, 'watching the exchange failed'));
+  sources.every(PEERS_POLL_MS, async () => {
+    const others = await broker.otherConsumers();
+    if (others === undefined) return;
+    if (others > 0) sharedAt = Date.now();
+    await broker.rewatch(Date.now() - sharedAt < PEERS_LINGER_MS ? ['#'] : rest);
+  });
 }

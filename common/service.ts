@@ -4,7 +4,7 @@
  */
 import death from 'death';
 import type { Migration } from 'kysely/migration';
-import { Broker, BrokerUnreachableError, type WatchedMessage } from './broker/connection.ts';
+import { Broker, BrokerUnreachableError } from './broker/connection.ts';
 import { queueNames } from './broker/topology.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import {
@@ -52,10 +52,11 @@ export interface App<T, S> {
   /**
    * Runs `task` now, then every `ms` until shutdown (see `repeat`: it can say when it is next
    * due, and be woken); a failure is logged, not fatal. Also at start: work that came due while
-   * the service was down is not left waiting. One instance at a time runs the task of a `name`:
-   * while another runs it, this one skips its turn.
+   * the service was down is not left waiting. With a `name`, one instance of the service at a
+   * time runs it (the deadline sweep, the supplier): while another runs it, this one skips its
+   * turn. Without, every instance runs its own.
    */
-  every(name: string, ms: number, task: () => Promise<unknown>): Pick<Repeating, 'wake'>;
+  every(ms: number, task: () => Promise<unknown>, name?: string): Pick<Repeating, 'wake'>;
   /**
    * Hears what any instance of the service `notify`-ed on the channel, once committed (see
    * db.ts); this instance's own commits are heard by `onCommit` too.
@@ -68,8 +69,8 @@ export interface App<T, S> {
   onCommit(hook: (events: SagaEvent[], handled: SagaEvent[]) => void): void;
   /** Called first at shutdown, before HTTP closes (e.g. to release long-polling requests). */
   onShutdown(hook: () => void): void;
-  /** Sees every event on the exchange, beside the service's own topology (see Broker.watchAll). */
-  watchAll(listener: (message: WatchedMessage) => void): void;
+  /** The service's broker, for a viewer of the exchange beside the runner (Broker.watch). */
+  broker: Broker;
 }
 
 /** Starts the service; resolves with a `stop` that drains it (safe to call twice). */
@@ -149,14 +150,13 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
 
   const timers: Repeating[] = [];
   const hooks: (() => void)[] = [];
-  const every = (name: string, ms: number, task: () => Promise<unknown>) => {
-    const timer = repeat(
-      ms,
-      async () => {
-        const run = await exclusively(db, name, task);
-        return run.ran ? run.value : undefined;
-      },
-      (error) => log.error({ err: error, task: name }, 'periodic task failed'),
+  const every = (ms: number, task: () => Promise<unknown>, name?: string) => {
+    const once = async () => {
+      const run = await exclusively(db, name ?? '', task);
+      return run.ran ? run.value : undefined;
+    };
+    const timer = repeat(ms, name ? once : task, (error) =>
+      log.error({ err: error, task: name }, 'periodic task failed'),
     );
     timers.push(timer);
     return timer;
@@ -173,13 +173,11 @@ export async function startService<T, S>(definition: ServiceDefinition<T, S>, en
     listen: (channel, hear) => listeners.push(listen(db, channel, hear, log)),
     onCommit: (hook) => commitHooks.push(hook),
     onShutdown: (hook) => hooks.push(hook),
-    watchAll: (listener) => {
-      broker.watchAll(listener).catch((error) => log.error({ err: error }, 'watching the exchange failed'));
-    },
+    broker,
   };
   await definition.setup?.(app);
   // Handled message ids and published rows past the retention window.
-  every('prune', Math.min(config.inboxRetentionMs, 3_600_000), () => runner.prune());
+  every(Math.min(config.inboxRetentionMs, 3_600_000), () => runner.prune(), 'prune');
 
   let stopping: Promise<boolean> | undefined;
   /** Drains in order: HTTP intake, timers, consumers and running handlers, outbox, broker, database. */

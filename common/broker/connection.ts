@@ -49,6 +49,9 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
   private consumerTag?: string;
   private listener?: (delivery: Delivery) => void;
   private watcher?: (message: WatchedMessage) => void;
+  /** The routing keys the watcher is to see, and its open queue with the keys bound to it. */
+  private watchedKeys: readonly string[] = [];
+  private watching?: { channel: Channel; queue: string; bound: Set<string> };
   private readonly returned = new Set<string>();
   /** Publisher channels replaced after a nack: closing them is no loss of the connection. */
   private readonly retired = new WeakSet<Channel>();
@@ -235,15 +238,55 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
       });
   }
 
+  /** Sees every event published on the exchange: `watch` with `#`. */
+  watchAll(listener: (message: WatchedMessage) => void): Promise<void> {
+    return this.watch(listener, ['#']);
+  }
+
   /**
-   * Sees every event published on the exchange, beside the service's topology: a queue of this
-   * connection's own (server-named, exclusive, auto-deleted) bound to `#`, consumed without acks.
-   * No inbox, no outbox, nothing handled: a viewer. Opened again after a reconnect; what was
-   * published while it was away is not seen.
+   * Sees the events published on the exchange under these routing keys (`#`: all of them), beside
+   * the service's topology: a queue of this connection's own (server-named, exclusive,
+   * auto-deleted), consumed without acks. No inbox, no outbox, nothing handled: a viewer. Opened
+   * again after a reconnect; what was published while it was away is not seen.
    */
-  async watchAll(listener: (message: WatchedMessage) => void): Promise<void> {
+  async watch(listener: (message: WatchedMessage) => void, keys: readonly string[]): Promise<void> {
     this.watcher = listener;
+    this.watchedKeys = keys;
     if (this.model && this.ready) await this.openWatch(this.model);
+  }
+
+  /**
+   * Sees these routing keys from now on. The new ones are bound before the old ones are unbound:
+   * an event under a key in both is never missed. Resolves once the broker routes by them.
+   */
+  async rewatch(keys: readonly string[]): Promise<void> {
+    this.watchedKeys = keys;
+    const watching = this.watching;
+    // Not open: it binds these when it opens.
+    if (!watching) return;
+    const { exchange } = this.topology.names;
+    for (const key of keys) {
+      if (watching.bound.has(key)) continue;
+      watching.bound.add(key);
+      await watching.channel.bindQueue(watching.queue, exchange, key);
+    }
+    for (const key of watching.bound) {
+      if (keys.includes(key)) continue;
+      watching.bound.delete(key);
+      await watching.channel.unbindQueue(watching.queue, exchange, key);
+    }
+  }
+
+  /**
+   * How many consumers besides this one the service's queue has (other instances of the service),
+   * as the broker counts them; undefined while this one is not consuming or not watching.
+   */
+  async otherConsumers(): Promise<number | undefined> {
+    // Asked on the watch channel: if the question fails, that channel closes and opens again.
+    const channel = this.watching?.channel;
+    if (!channel || !this.consumer) return undefined;
+    const { consumerCount } = await channel.checkQueue(this.queue);
+    return Math.max(0, consumerCount - 1);
   }
 
   private async openWatch(model: amqp.ChannelModel): Promise<void> {
@@ -253,6 +296,7 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
     // A viewer's channel failing is no reason to reconnect the service: open another one.
     channel.on('error', (error) => this.log.warn({ err: error.message }, 'watch channel error'));
     channel.on('close', () => {
+      if (this.watching?.channel === channel) this.watching = undefined;
       if (this.closing || this.model !== model) return;
       setTimeout(() => {
         if (!this.closing && this.model === model) this.openWatch(model).catch(() => {});
@@ -265,7 +309,8 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
       // A viewer that falls behind loses its oldest messages rather than filling the broker.
       arguments: { 'x-queue-type': 'classic', 'x-max-length': 100_000, 'x-overflow': 'drop-head' },
     });
-    await channel.bindQueue(queue, this.topology.names.exchange, '#');
+    const keys = this.watchedKeys;
+    for (const key of keys) await channel.bindQueue(queue, this.topology.names.exchange, key);
     await channel.consume(
       queue,
       (message) => {
@@ -279,6 +324,9 @@ export class Broker extends EventEmitter<{ ready: []; lost: [Error] }> implement
       },
       { noAck: true, exclusive: true },
     );
+    this.watching = { channel, queue, bound: new Set(keys) };
+    // Keys changed while it opened: bind those now.
+    if (this.watchedKeys !== keys) await this.rewatch(this.watchedKeys);
   }
 
   /** A channel the broker closes (a protocol error) while the connection lives: reconnect everything. */

@@ -8,7 +8,8 @@
  * Emits:    order.created, order.cancel_requested, order.cancelled, order.completed (a notification:
  *           no queue of the saga binds it)
  */
-import { LiveFeed } from '../../common/live-feed.ts';
+import { EMITTED_BY, ROUTING_KEYS } from '../../common/events.ts';
+import { feedEverything, LiveFeed } from '../../common/live-feed.ts';
 import { runService } from '../../common/service.ts';
 import { addDashboard } from './dashboard.ts';
 import { isCompensation } from './domain.ts';
@@ -33,22 +34,25 @@ await runService<OrderTables, OrderStore>({
   store: orderStore,
   // Its own events enter the timeline in the transaction that emits them.
   onEmitted: (trx, events) => orderStore(trx).record(events),
-  setup({ db, http, runner, config, log, metrics, every, listen, onCommit, onShutdown, watchAll }) {
+  setup({ db, http, runner, config, log, metrics, every, listen, onCommit, onShutdown, broker }) {
     addRoutes(http, { db, runner, config, watch });
     metrics?.countOrders(() => ordersInFlight(db));
-    // Every saga event, seen by a light subscriber of this instance's own, for the dashboard.
-    const feed = new LiveFeed({ maxEvents: config.dashboardHistory, maxAgeMs: 10 * 60_000 });
-    watchAll((message) => feed.push(message));
-    const closeDashboard = addDashboard(http, {
-      config,
-      log,
-      feed,
-      place: (order, failAt) => placeOrder(runner, config, order, failAt),
-    });
-    onShutdown(() => {
-      feed.close();
-      void closeDashboard();
-    });
+    if (config.dashboard) {
+      // Every saga event, for the dashboard.
+      const feed = new LiveFeed({ maxEvents: config.dashboardHistory, maxAgeMs: 10 * 60_000 });
+      const own = ROUTING_KEYS.filter((key) => key in handlers || EMITTED_BY[key] === 'order-creation');
+      feedEverything(feed, { broker, onCommit, every, own, log });
+      const closeDashboard = addDashboard(http, {
+        config,
+        log,
+        feed,
+        place: (order, failAt) => placeOrder(runner, config, order, failAt),
+      });
+      onShutdown(() => {
+        feed.close();
+        void closeDashboard();
+      });
+    }
     // Readers of `?wait` look again when the order may have settled: completed, cancelled, or a
     // compensation reported.
     onCommit((events, handled) => {
@@ -63,8 +67,12 @@ await runService<OrderTables, OrderStore>({
     listen(ORDER_CHANGED, (id) => watch.notify(id));
     onShutdown(() => watch.close());
     // The deadline is stored with the order, so it survives a restart of this service.
-    every('deadline sweep', Math.min(1000, config.sagaDeadlineMs), async () => {
-      for (const id of await overdueOrders(db)) await cancelOrder(runner, id, 'DEADLINE_EXCEEDED');
-    });
+    every(
+      Math.min(1000, config.sagaDeadlineMs),
+      async () => {
+        for (const id of await overdueOrders(db)) await cancelOrder(runner, id, 'DEADLINE_EXCEEDED');
+      },
+      'deadline sweep',
+    );
   },
 });

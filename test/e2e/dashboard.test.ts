@@ -52,6 +52,62 @@ describe('GET /dashboard: the page, served from the project', () => {
   });
 });
 
+/** Reads GET /dashboard/stream as EventSource would, into `messages`, until `close`. */
+function readStream(url: string) {
+  const messages: { id: string; type: string; orderId?: string; data: unknown }[] = [];
+  const abort = new AbortController();
+  const done = (async () => {
+    const response = await fetch(url, { signal: abort.signal });
+    const decoder = new TextDecoder();
+    let partial = '';
+    for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+      partial += decoder.decode(chunk, { stream: true });
+      for (let end = partial.indexOf('\n\n'); end >= 0; end = partial.indexOf('\n\n')) {
+        const lines = partial.slice(0, end).split('\n');
+        partial = partial.slice(end + 2);
+        const id = lines.find((l) => l.startsWith('id: '))?.slice(4);
+        const data = lines.find((l) => l.startsWith('data: '))?.slice(6);
+        if (id && data) messages.push({ id, ...JSON.parse(data) });
+      }
+    }
+  })().catch(() => {});
+  return { messages, close: () => abort.abort(), done };
+}
+
+describe('GET /dashboard/stream on a lone instance', () => {
+  it('holds every event of a saga once: those it handles, those it emits, stock.low it only watches', async () => {
+    const stream = readStream(system.url('order-creation', '/dashboard/stream'));
+    // GIZMO-3 starts under its reorder point: a reservation of one is followed by stock.low.
+    const placed = await system.request<Order>('order-creation', 'POST', '/orders', {
+      ...anOrder({ items: [aLine('GIZMO-3', 1)] }),
+    });
+    const order = await awaitTerminal(system, placed.body.id);
+    const ids = order.timeline.map((t) => t.eventId);
+    const seen = await eventually(
+      async () => stream.messages,
+      (m) =>
+        ids.every((id) => m.some((e) => e.id === id)) &&
+        m.some((e) => e.type === 'stock.low' && (e.data as { sku?: string }).sku === 'GIZMO-3'),
+      20_000,
+      100,
+    );
+    stream.close();
+
+    expect(order.status).toBe('COMPLETED');
+    expect(order.timeline.map((t) => t.type)).toEqual(
+      expect.arrayContaining([
+        'order.created',
+        'inventory.reserved',
+        'shipment.dispatched',
+        'order.completed',
+      ]),
+    );
+    const mine = seen.filter((e) => ids.includes(e.id));
+    expect(mine.map((e) => e.id)).toEqual(ids);
+    expect(new Set(seen.map((e) => e.id)).size).toBe(seen.length);
+  });
+});
+
 describe('GET /dashboard/state: the queues, from the management API', () => {
   it('lists the saga queues with their consumers and rates', async () => {
     // The management API samples its figures every few seconds: a fresh consumer shows a moment later.
@@ -209,5 +265,26 @@ describe('with DASHBOARD_ACTIONS=false (the default when NODE_ENV=production)', 
     expect(html).toContain('data-actions="false"');
     expect(refused.status).toBe(403);
     expect(refused.body.detail).toContain('DASHBOARD_ACTIONS=false');
+  });
+});
+
+describe('with DASHBOARD=false', () => {
+  let bare: System;
+  beforeAll(async () => {
+    bare = await System.start({ env: { DASHBOARD: 'false' } });
+  });
+  afterAll(async () => {
+    await bare?.destroy();
+  });
+
+  it('there is no dashboard, and orders go through as ever', async () => {
+    const page = await fetch(bare.url('order-creation', '/dashboard'));
+    const stream = await fetch(bare.url('order-creation', '/dashboard/stream'));
+    const placed = await bare.request<Order>('order-creation', 'POST', '/orders', anOrder());
+
+    expect(page.status).toBe(404);
+    expect(stream.status).toBe(404);
+    expect(placed.status).toBe(201);
+    expect((await awaitTerminal(bare, placed.body.id)).status).toBe('COMPLETED');
   });
 });

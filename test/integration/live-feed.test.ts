@@ -11,13 +11,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Broker } from '../../common/broker/connection.ts';
 import { queueNames } from '../../common/broker/topology.ts';
 import { loadConfig } from '../../common/config.ts';
+import type { RoutingKey, SagaEvent } from '../../common/events.ts';
 import { HttpServer } from '../../common/http.ts';
 import { newId } from '../../common/ids.ts';
-import { LiveFeed } from '../../common/live-feed.ts';
+import { feedEverything, LiveFeed } from '../../common/live-feed.ts';
 import { createLogger } from '../../common/logger.ts';
+import { type Repeating, repeat } from '../../common/timers.ts';
 import { AMQP_URL, deleteTopology } from '../../support/system.ts';
 
 const exchange = `test-live-feed-${process.pid}`;
+const MANAGEMENT = process.env.RABBITMQ_MANAGEMENT_URL ?? 'http://127.0.0.1:15672';
 const log = createLogger('order-creation', 'silent');
 
 interface Instance {
@@ -207,7 +210,7 @@ describe('GET /dashboard/stream: every saga event, one message each, resumable',
 
   it('the watcher is a light subscriber: a server-named, exclusive, auto-deleted queue bound to #', async () => {
     const response = await fetch(
-      `http://127.0.0.1:15672/api/exchanges/%2F/${encodeURIComponent(exchange)}/bindings/source`,
+      `${MANAGEMENT}/api/exchanges/%2F/${encodeURIComponent(exchange)}/bindings/source`,
       { headers: { authorization: `Basic ${Buffer.from('guest:guest').toString('base64')}` } },
     );
     const bindings = (await response.json()) as { destination: string; routing_key: string }[];
@@ -216,12 +219,102 @@ describe('GET /dashboard/stream: every saga event, one message each, resumable',
     expect(watchers).toHaveLength(2);
     for (const { destination } of watchers) {
       const queue = (await (
-        await fetch(`http://127.0.0.1:15672/api/queues/%2F/${encodeURIComponent(destination)}`, {
+        await fetch(`${MANAGEMENT}/api/queues/%2F/${encodeURIComponent(destination)}`, {
           headers: { authorization: `Basic ${Buffer.from('guest:guest').toString('base64')}` },
         })
       ).json()) as { exclusive: boolean; auto_delete: boolean; durable: boolean };
       expect(destination).toMatch(/^amq\.gen-/);
       expect(queue).toMatchObject({ exclusive: true, auto_delete: true, durable: false });
     }
+  });
+});
+
+describe('feedEverything: an event crosses the broker a second time only when it must', () => {
+  const peersExchange = `${exchange}-peers`;
+  const own: RoutingKey[] = ['inventory.reserved'];
+  const timers: Repeating[] = [];
+  const brokers: Broker[] = [];
+
+  /** An instance of a service whose runner handles inventory.reserved: its broker consumes its queue. */
+  async function aPeer() {
+    const config = loadConfig('order-creation', {
+      AMQP_URL,
+      SAGA_EXCHANGE: peersExchange,
+      LOG_LEVEL: 'silent',
+    });
+    const broker = new Broker(
+      config,
+      { names: queueNames(peersExchange, 'order-creation'), bindings: [], retryDelaysMs: [] },
+      log,
+    );
+    brokers.push(broker);
+    const feed = new LiveFeed({ maxEvents: 1000, maxAgeMs: 600_000 });
+    const commits: ((emitted: SagaEvent[], handled: SagaEvent[]) => void)[] = [];
+    feedEverything(feed, {
+      broker,
+      own,
+      log,
+      onCommit: (hook) => commits.push(hook),
+      every: (ms, task) => timers.push(repeat(ms, task, () => {})),
+    });
+    await broker.connect();
+    await broker.consume(() => {});
+    const commit = (handled: SagaEvent[]) => {
+      for (const hook of commits) hook([], handled);
+    };
+    return { broker, feed, commit };
+  }
+
+  /** Publishes one event under `type` and answers its id. */
+  function publishOne(type: RoutingKey): string {
+    const id = newId();
+    const body = { id, type, version: 1, occurredAt: new Date().toISOString(), data: {} };
+    channel.publish(peersExchange, type, Buffer.from(JSON.stringify(body)), { messageId: id, type });
+    return id;
+  }
+
+  const holds = (feed: LiveFeed, id: string) => feed.since(undefined).some((e) => e.eventId === id);
+
+  afterAll(async () => {
+    for (const timer of timers) timer.stop();
+    for (const broker of brokers) await broker.close();
+    await deleteTopology(peersExchange);
+  });
+
+  it('alone on its queue it watches what its runner does not see; sharing it, everything', async () => {
+    const a = await aPeer();
+    // Alone once the broker says so: an own event no longer reaches the watcher, the others do.
+    // Published on one channel, the own event would arrive first: its absence is not a race.
+    let pair: [string, string] | undefined;
+    await until(() => {
+      if (pair && holds(a.feed, pair[1])) {
+        if (!holds(a.feed, pair[0])) return true;
+        pair = undefined;
+      }
+      pair ??= [publishOne('inventory.reserved'), publishOne('stock.low')];
+      return false;
+    }, 10_000);
+    const handled = {
+      id: newId(),
+      type: 'inventory.reserved' as const,
+      version: 1 as const,
+      occurredAt: new Date().toISOString(),
+      data: {} as never,
+    };
+    a.commit([handled]);
+    expect(holds(a.feed, handled.id)).toBe(true);
+
+    // Another instance takes a share of the queue: each of them now watches everything.
+    const b = await aPeer();
+    let probe: { id: string; at: number } | undefined;
+    await until(() => {
+      if (probe && holds(a.feed, probe.id) && holds(b.feed, probe.id)) return true;
+      if (!probe || Date.now() - probe.at > 500)
+        probe = { id: publishOne('inventory.reserved'), at: Date.now() };
+      return false;
+    }, 10_000);
+
+    expect(await a.broker.otherConsumers()).toBe(1);
+    expect(await b.broker.otherConsumers()).toBe(1);
   });
 });

@@ -300,7 +300,7 @@ describe('timers and commit hooks of a service', () => {
     const runs: number[] = [];
     let dueIn: number | undefined = 20;
     let release = () => {};
-    const timer = service.app.every('probe', 60_000, async () => {
+    const timer = service.app.every(60_000, async () => {
       runs.push(Date.now());
       if (runs.length === 3) await new Promise<void>((r) => (release = r));
       return dueIn === undefined ? undefined : Date.now() + dueIn;

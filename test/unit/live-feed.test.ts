@@ -34,6 +34,33 @@ describe('the live feed: a bounded ring of saga events', () => {
     expect(feed.since(undefined).map((e) => e.eventId)).toEqual([late.messageId]);
   });
 
+  it('keeps each body as it came, one larger than its storage blocks too', () => {
+    const feed = new LiveFeed({ maxEvents: 100, maxAgeMs: 60_000 });
+    const small = aMessage();
+    const id = newId();
+    const large = {
+      routingKey: 'stock.low',
+      messageId: id,
+      content: Buffer.from(
+        JSON.stringify({
+          id,
+          type: 'stock.low',
+          version: 1,
+          occurredAt: new Date().toISOString(),
+          data: { note: 'é'.repeat(200_000) },
+        }),
+      ),
+    };
+
+    feed.push(small);
+    feed.push(large);
+    feed.push(aMessage());
+
+    const [first, second] = feed.since(undefined);
+    expect(first?.eventId).toBe(small.messageId);
+    expect(second?.data).toEqual({ note: 'é'.repeat(200_000) });
+  });
+
   it('a message seen twice (the outbox publishes at least once) is kept once', () => {
     const feed = new LiveFeed({ maxEvents: 100, maxAgeMs: 60_000 });
     const message = aMessage();
