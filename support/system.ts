@@ -27,6 +27,11 @@ export type Instance = ServiceName | `${ServiceName}#${number}`;
 
 export const serviceOf = (instance: Instance): ServiceName => instance.split('#')[0] as ServiceName;
 const ROOT = join(import.meta.dirname, '..');
+/**
+ * How long an instance may take to be ready. Eight processes starting at once on two busy cores
+ * have taken over a minute and a half, each of them waiting for the CPU to load its modules.
+ */
+const READY_WITHIN_MS = 120_000;
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -128,7 +133,13 @@ export class System {
       ...options.env,
     };
     const system = new System(exchange, dataDir, instancePorts, env, { ...options, store, databaseUrl });
-    await Promise.all(system.instances.map((i) => system.startService(i)));
+    try {
+      await Promise.all(system.instances.map((i) => system.startService(i)));
+    } catch (error) {
+      // The caller never gets the system to destroy: what did start would outlive the test.
+      await system.destroy().catch(() => {});
+      throw error;
+    }
     return system;
   }
 
@@ -157,7 +168,7 @@ export class System {
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
     const started = Date.now();
-    while (Date.now() - started < 30_000) {
+    while (Date.now() - started < READY_WITHIN_MS) {
       if (child.exitCode !== null) {
         throw new Error(
           `${instance} exited with ${child.exitCode} at start:\n${this.logs.slice(-20).join('\n')}`,
@@ -169,7 +180,9 @@ export class System {
       } catch {}
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`${instance} was not ready within 30 s:\n${this.logs.slice(-20).join('\n')}`);
+    throw new Error(
+      `${instance} was not ready within ${READY_WITHIN_MS / 1000} s:\n${this.logs.slice(-20).join('\n')}`,
+    );
   }
 
   portOf(instance: Instance): number {
