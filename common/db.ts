@@ -267,8 +267,14 @@ export async function openPostgres<T>(
     }
   }
   const pool = new pg.Pool({ connectionString: url, max: 10, options: `-c search_path=${schema}` });
-  // A connection the server closed (a restart) is dropped from the pool; the next query opens another.
-  pool.on('error', (error) => options.log?.warn({ err: error.message }, 'PostgreSQL connection lost'));
+  // A connection the server closed (a restart) is dropped from the pool; the next query opens
+  // another. The pool listens for that only on its idle connections: one in use between two
+  // statements (a transaction, the connection holding a task's advisory lock) would otherwise die
+  // of an unhandled 'error' event, and the process with it. Its next statement fails instead, and
+  // the work is run again.
+  const lost = (error: Error) => options.log?.warn({ err: error.message }, 'PostgreSQL connection lost');
+  pool.on('connect', (client) => client.on('error', lost));
+  pool.on('error', () => {}); // the client's own listener logged it
   const db = new Kysely<T & RunnerTables>({ dialect: new PostgresDialect({ pool }) });
   postgresUrls.set(db, url);
   await migrate(db, `schema ${schema} of ${redactUrl(url)}`, migrations, schema);
