@@ -27,10 +27,6 @@ export type Instance = ServiceName | `${ServiceName}#${number}`;
 
 export const serviceOf = (instance: Instance): ServiceName => instance.split('#')[0] as ServiceName;
 const ROOT = join(import.meta.dirname, '..');
-/**
- * How long a service may take to answer ready. Each one spends about 2.5 s of CPU starting, four
- * start at once, and on two cores shared with other work that has taken more than 30 s.
- */
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -106,7 +102,9 @@ export class System {
     this.store = options.store;
     this.databaseUrl = options.databaseUrl;
     this.logs = options.logs ?? [];
-    this.readyTimeoutMs = options.readyTimeoutMs ?? 60_000;
+    // Each instance spends about 2 s of CPU starting, all start at once, and eight of them on two
+    // cores shared with other work have taken over a minute and a half.
+    this.readyTimeoutMs = options.readyTimeoutMs ?? 120_000;
   }
 
   static async start(options: SystemOptions = {}): Promise<System> {
