@@ -278,9 +278,10 @@ export async function openPostgres<T>(
   // pool; the next query opens another. The pool hears the errors of its idle connections only:
   // one lost while lent (a transaction awaiting a broker's confirm, a periodic task's lock)
   // would, unheard, end the process.
-  pool.on('connect', (client) =>
-    client.on('error', (error) => options.log?.warn({ err: error.message }, 'PostgreSQL connection lost')),
-  );
+  pool.on('connect', (client) => {
+    client.on('error', (error) => options.log?.warn({ err: error.message }, 'PostgreSQL connection lost'));
+    namingStatements(client);
+  });
   pool.on('error', () => {}); // heard by the connection's own listener
   const db = new Kysely<T & RunnerTables>({ dialect: new PostgresDialect({ pool }) });
   postgresUrls.set(db, url);
@@ -289,6 +290,29 @@ export async function openPostgres<T>(
 }
 
 const postgresUrls = new WeakMap<object, string>();
+
+/** Statement names by SQL text, shared by every connection; beyond the cap, statements go unnamed. */
+const statementNames = new Map<string, string>();
+const MAX_NAMED_STATEMENTS = 2000;
+
+/**
+ * pg sends a query with parameters as an unnamed statement, which PostgreSQL parses and plans
+ * anew every time: for the short statements of a message's handling, that is most of the
+ * server's work. Named, each connection parses a statement once and then only binds and runs it.
+ */
+function namingStatements(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  client.query = ((text: unknown, values?: unknown, ...rest: unknown[]) => {
+    if (typeof text !== 'string' || !Array.isArray(values) || values.length === 0)
+      return query(text, values, ...rest);
+    let name = statementNames.get(text);
+    if (!name && statementNames.size < MAX_NAMED_STATEMENTS) {
+      name = `s${statementNames.size}`;
+      statementNames.set(text, name);
+    }
+    return query(name ? { name, text, values } : { text, values }, ...rest);
+  }) as typeof client.query;
+}
 
 /**
  * Runs `task` unless another instance of the service is running the task of this name, and says

@@ -843,6 +843,27 @@ describe('migrations', () => {
   });
 });
 
+describe('statements', () => {
+  it('are parsed once per connection, then only bound and run', async () => {
+    const scope = await isolated();
+    const db = await openDb<ProbeTables>(scope, PROBE, probeMigrations);
+    const prepared = await db.connection().execute(async (connection) => {
+      for (const value of [1, 2, 3])
+        await connection
+          .insertInto('counters')
+          .values({ name: `c${value}`, value })
+          .execute();
+      const { rows } = await sql<{ statement: string; calls: number }>`
+        select statement, generic_plans + custom_plans as calls from pg_prepared_statements
+        where statement like 'insert into "counters"%'`.execute(connection);
+      return rows;
+    });
+    // One named statement, run three times: unnamed, there would be none.
+    expect(prepared).toHaveLength(1);
+    expect(Number(prepared[0]?.calls)).toBe(3);
+  });
+});
+
 describe('a connection cut while in use', () => {
   it('fails the work on it, not the process; the next work gets another connection', async () => {
     const scope = await isolated();
