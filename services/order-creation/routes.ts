@@ -158,9 +158,9 @@ export function addRoutes(
     const deadline = Date.now() + Number(query.wait ?? 0);
     let row = await orderRow(db, id);
     while (row && !row.settled_at && Date.now() < deadline) {
-      // Woken at once when the order's fate commits; the short cap also covers another instance
-      // deciding it, and a compensation reported (its handling emits nothing to be woken by).
-      await watch.next(id, Math.min(250, deadline - Date.now()));
+      // Woken at once when the order settles, here or on another instance (see ORDER_CHANGED);
+      // the cap is a safety net for a wake lost with a PostgreSQL connection.
+      await watch.next(id, Math.min(1000, deadline - Date.now()));
       row = await orderRow(db, id);
     }
     if (!row) throw new NotFoundError(`No order ${id}.`);

@@ -247,7 +247,8 @@ export function orderStore(trx: Tx<OrderTables>) {
         owed: change.owed ? JSON.stringify(change.owed) : null,
         settled_at: change.settled ? now : null,
       });
-      await notify(trx, ORDER_CHANGED, id);
+      // What a `?wait` reader waits for, on whichever instance it waits.
+      if (change.settled) await notify(trx, ORDER_CHANGED, id);
     },
 
     /** Adds the event to its order's timeline; an event already there (redelivered, or our own) is skipped. */
