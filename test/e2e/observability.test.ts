@@ -7,7 +7,7 @@ import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SERVICES } from '../../common/events.ts';
 import { aLine, anEvent, anOrder } from '../../support/builders.ts';
-import { OtlpReceiver, SPAN_KIND, treeOf } from '../../support/otlp.ts';
+import { OtlpReceiver, type ReceivedSpan, SPAN_KIND, treeOf } from '../../support/otlp.ts';
 import { AMQP_URL, System } from '../../support/system.ts';
 import { awaitTerminal, place, quiesce, settled } from '../support/saga.ts';
 import { eventually } from '../support/wait.ts';
@@ -33,6 +33,15 @@ afterAll(async () => {
   await receiver?.close();
 });
 
+/** The span of `service`'s handling of the message routed by `key`. */
+const consumerOf = (spans: readonly ReceivedSpan[], service: string, key: string) =>
+  spans.find(
+    (s) =>
+      s.kind === SPAN_KIND.consumer &&
+      s.service === service &&
+      s.attributes['messaging.rabbitmq.destination.routing_key'] === key,
+  );
+
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
 const REPLENISHED = '5cf92f3577b34da6a3ce929d0e0e4737';
 
@@ -45,9 +54,10 @@ describe('one order is one trace across the four services', () => {
     expect(await awaitTerminal(system, order.id)).toMatchObject({ status: 'CANCELLED' });
     await settled(system, order.id, (v) => v.types.includes('inventory.released'));
 
-    // Each service exports its spans on its own schedule, and a handling's span ends after the
-    // commit that the test saw: wait for every hop asserted on below, not for a count of spans.
-    const hops = [
+    // Each service exports its spans on its own schedule, a handling's span ends after the commit
+    // that the test saw, and a publish's after the broker's confirm: wait for every hop asserted
+    // on below and for the parent of every span, not for a count of spans.
+    const hops: [service: string, key: string][] = [
       ['inventory', 'order.created'],
       ['order-creation', 'inventory.reserved'],
       ['shipment', 'inventory.reserved'],
@@ -60,14 +70,8 @@ describe('one order is one trace across the four services', () => {
     const spans = await eventually(
       () => receiver.trace(TRACE_ID),
       (s) =>
-        hops.every(([service, key]) =>
-          s.some(
-            (span) =>
-              span.kind === SPAN_KIND.consumer &&
-              span.service === service &&
-              span.attributes['messaging.rabbitmq.destination.routing_key'] === key,
-          ),
-        ),
+        hops.every(([service, key]) => consumerOf(s, service, key)) &&
+        s.every((span) => span.name === 'POST /orders' || s.some((p) => p.spanId === span.parentSpanId)),
       15_000,
     );
     const tree = treeOf(spans);
@@ -99,10 +103,7 @@ describe('one order is one trace across the four services', () => {
         byId.get(publish.parentSpanId ?? '')?.kind,
       );
     }
-    const hop = (service: string, key: string) =>
-      consumers.find(
-        (s) => s.service === service && s.attributes['messaging.rabbitmq.destination.routing_key'] === key,
-      );
+    const hop = (service: string, key: string) => consumerOf(spans, service, key);
     // The compensation: shipment.failed → order.cancelled → inventory.released, each a child of the one before.
     const released = hop('order-creation', 'inventory.released');
     const releasing = byId.get(byId.get(released?.parentSpanId ?? '')?.parentSpanId ?? '');

@@ -509,51 +509,49 @@ describe('conflicts between instances', () => {
       .where('name', '=', 'hot')
       .execute();
   };
-
-  it('has the instances take turns: a read-modify-write of one row by two instances is never aborted', async () => {
-    const scope = await isolated();
-    let runs = 0;
+  const hotValue = async (db: Db<ProbeTables>) =>
+    (await db.selectFrom('counters').select('value').where('name', '=', 'hot').executeTakeFirstOrThrow())
+      .value;
+  /** Handlers that increment `hot` for each order.created, and count how often they ran. */
+  const incrementing = () => {
+    const counted = { runs: 0 };
     const handlers: Handlers<ProbeStore> = {
       'order.created': async (_event, trx) => {
-        runs++;
+        counted.runs++;
         await increment(trx);
         return [];
       },
     };
+    return { handlers, counted };
+  };
+  /** Waits until the instances together have handled `n` deliveries. */
+  const handled = (instances: Instance[], n: number, ms: number) =>
+    eventually(
+      () => instances.flatMap((i) => i.settled).filter((d) => d.outcome === 'handled').length,
+      (count) => count >= n,
+      ms,
+    );
+
+  it('has the instances take turns: a read-modify-write of one row by two instances is never aborted', async () => {
+    const scope = await isolated();
+    const { handlers, counted } = incrementing();
     const a = await startInstance(scope, 'a', { handlers });
     const b = await startInstance(scope, 'b', { handlers });
     await a.db.insertInto('counters').values({ name: 'hot', value: 0 }).execute();
     const events = Array.from({ length: 300 }, probeEvent);
 
     await publishAll(scope.exchange, events);
-    const settled = () => [...a.settled, ...b.settled];
-    await eventually(
-      () => settled().filter((d) => d.outcome === 'handled').length,
-      (n) => n >= events.length,
-      90_000,
-    );
+    await handled([a, b], events.length, 90_000);
 
-    const { value } = await a.db
-      .selectFrom('counters')
-      .select('value')
-      .where('name', '=', 'hot')
-      .executeTakeFirstOrThrow();
-    expect(value).toBe(events.length);
+    expect(await hotValue(a.db)).toBe(events.length);
     expect(a.settled.length).toBeGreaterThan(0);
     expect(b.settled.length).toBeGreaterThan(0);
-    expect(runs).toBe(events.length); // each ran once: no burst was aborted and run again
+    expect(counted.runs).toBe(events.length); // each ran once: no burst was aborted and run again
   });
 
   it('retries serialization failures at once: a burst that loses to a writer outside the runner runs again', async () => {
     const scope = await isolated();
-    let runs = 0;
-    const handlers: Handlers<ProbeStore> = {
-      'order.created': async (_event, trx) => {
-        runs++;
-        await increment(trx);
-        return [];
-      },
-    };
+    const { handlers, counted } = incrementing();
     const a = await startInstance(scope, 'a', { handlers });
     await a.db.insertInto('counters').values({ name: 'hot', value: 0 }).execute();
     const events = Array.from({ length: 20 }, probeEvent);
@@ -566,27 +564,14 @@ describe('conflicts between instances', () => {
       .execute(async (trx) => {
         await increment(trx);
         await publishAll(scope.exchange, events);
-        await eventually(
-          () => runs,
-          (n) => n > 0,
-          30_000,
-        );
+        await until(() => counted.runs > 0, 30_000);
         await sleep(300);
       });
 
-    await eventually(
-      () => a.settled.filter((d) => d.outcome === 'handled').length,
-      (n) => n >= events.length,
-      60_000,
-    );
-    const { value } = await a.db
-      .selectFrom('counters')
-      .select('value')
-      .where('name', '=', 'hot')
-      .executeTakeFirstOrThrow();
-    expect(value).toBe(events.length + 1);
+    await handled([a], events.length, 60_000);
+    expect(await hotValue(a.db)).toBe(events.length + 1);
     expect(a.settled.filter((d) => d.outcome !== 'handled')).toEqual([]);
-    expect(runs).toBeGreaterThan(events.length); // the database did abort some: they ran again
+    expect(counted.runs).toBeGreaterThan(events.length); // the database did abort some: they ran again
   });
 
   it('retries deadlocks at once: rows locked in opposite orders by the runner and a writer outside it', async () => {
@@ -625,20 +610,12 @@ describe('conflicts between instances', () => {
       await sql`set local deadlock_timeout = '5s'`.execute(trx);
       await trx.updateTable('counters').set({ value: sql`value + 1` }).where('name', '=', 'b').execute();
       await publishAll(scope.exchange, events);
-      await eventually(
-        () => runs,
-        (n) => n > 0,
-        30_000,
-      );
+      await until(() => runs > 0, 30_000);
       await sleep(20);
       await trx.updateTable('counters').set({ value: sql`value + 1` }).where('name', '=', 'a').execute();
     });
 
-    await eventually(
-      () => a.settled.filter((d) => d.outcome === 'handled').length,
-      (n) => n >= events.length,
-      60_000,
-    );
+    await handled([a], events.length, 60_000);
     const counters = await admin.selectFrom('counters').selectAll().orderBy('name').execute();
     expect(counters).toEqual([
       { name: 'a', value: events.length + 1 },
